@@ -1,0 +1,131 @@
+"""Shared fixtures: the host's cgroup layout, scratch cgroups that are always cleaned up, and
+real workload processes that wait to be moved into a cgroup before they start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agentshim.cgroups import Cgroup, Layout, detect_layout
+
+TEST_PARENT = "agentshim.test"
+
+
+@pytest.fixture(scope="session")
+def layout() -> Layout:
+    """This machine's cgroup layout."""
+    return detect_layout()
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create cgroups")
+
+
+@pytest.fixture
+def hybrid(layout: Layout) -> Layout:
+    """The layout, when this is a hybrid host (the VM tier covers pure v2)."""
+    _need_root()
+    if layout.mode != "hybrid":
+        pytest.skip(f"host cgroups are {layout.mode}, not hybrid; the v2 tier runs in the VM")
+    return layout
+
+
+@pytest.fixture
+def v2(layout: Layout) -> Layout:
+    """The layout, when this is a pure cgroup v2 kernel (the VM tier)."""
+    _need_root()
+    if layout.mode != "v2":
+        pytest.skip(f"cgroups are {layout.mode} here; v2 tests run in the VM (make test-vm)")
+    return layout
+
+
+@pytest.fixture
+def scratch(layout: Layout) -> Iterator[Cgroup]:
+    """A fresh real cgroup (in every managed hierarchy) removed with all it holds afterwards;
+    the test fails if anything is left behind."""
+    _need_root()
+    parent = Cgroup.at(layout, TEST_PARENT)
+    parent.create(exist_ok=True)
+    if layout.mode == "v2":
+        # the root is exempt from the no-internal-process rule; agentshim.test holds no process
+        Cgroup.at(layout, "").enable_controllers()
+        parent.enable_controllers()
+    cg = parent.child(f"t-{uuid.uuid4().hex[:10]}")
+    cg.create()
+    yield cg
+    cg.remove_tree(kill=True)
+    leftovers = [str(d) for d in cg.dirs.values() if d.exists()]
+    assert not leftovers, f"cgroups left behind: {leftovers}"
+
+
+class Workload:
+    """A real process running agentshim.workload, held until go() is called."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentshim.workload", "--wait-stdin", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"g")
+        self.proc.stdin.flush()
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workload() -> Iterator[Callable[..., Workload]]:
+    """Factory of Workload processes; all are killed at teardown."""
+    made: list[Workload] = []
+
+    def make(*args: str) -> Workload:
+        w = Workload(*args)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.stop()
+
+
+def read_counter(path: Path) -> int:
+    """The value a `workload count` process last wrote (0 before its first write)."""
+    text = path.read_text().strip() if path.exists() else ""
+    return int(text) if text else 0
+
+
+def progress(path: Path, seconds: float) -> int:
+    """How far a counter advanced during `seconds`."""
+    before = read_counter(path)
+    time.sleep(seconds)
+    return read_counter(path) - before
+
+
+def wait_counting(path: Path, timeout_s: float = 30.0) -> None:
+    """Wait until a `workload count` process has started counting (slow under emulation)."""
+    deadline = time.monotonic() + timeout_s
+    while read_counter(path) == 0:
+        assert time.monotonic() < deadline, f"counter {path} never started"
+        time.sleep(0.02)
