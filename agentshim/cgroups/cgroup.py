@@ -74,6 +74,11 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     return out
 
 
+def _mkdir(path: Path) -> None:
+    """mkdir, a seam for fixture tests (cgroupfs fills a new directory with interface files)."""
+    os.mkdir(path)
+
+
 def _rmdir(path: Path) -> None:
     """rmdir, a seam for fixture tests (a fixture dir holds regular files, cgroupfs doesn't)."""
     os.rmdir(path)
@@ -235,7 +240,7 @@ class Cgroup:
         made: list[Path] = []
         for d in self.dirs.values():
             try:
-                os.mkdir(d)
+                _mkdir(d)
             except FileExistsError as e:
                 if exist_ok:
                     continue
