@@ -1,11 +1,264 @@
-"""agentshimd: the host daemon (broker, registry, enforcement)."""
+"""agentshimd: one per host. Owns the container registry and one broker socket per container.
+
+    agentshimd [--log-level info]
+
+Sockets (paths from agentshim.paths, movable with AGENTSHIM_RUN_DIR / AGENTSHIM_STATE_DIR):
+  <run>/agentshimd.sock            control, root only: register / unregister / status
+  <run>/slots/<slot>/broker.sock   per container, bind-mounted into it at /run/agentshim:
+                                   start / end of tool calls (docs/wrapper.md)
+State lives in <state>/containers/*.json, so a restarted daemon picks up running containers;
+per-call records are appended to <state>/calls/<container>.jsonl.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import socket
 import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agentshim import paths
+from agentshim.broker import Broker, ManagedContainer, Refused
+from agentshim.cgroups import detect_layout
+from agentshim.protocol import ProtocolError, decode, encode, peer_cred, read_line
+
+log = logging.getLogger("agentshimd")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+REQUEST_TIMEOUT_S = 5.0
 
 
-def main() -> int:
+def listen(path: Path, mode: int) -> socket.socket:
+    """A listening unix socket at path (an old socket file is replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.bind(str(path))
+    os.chmod(path, mode)
+    s.listen(64)
+    return s
+
+
+class Daemon:
+    """The registry, the sockets and the threads serving them."""
+
+    def __init__(self) -> None:
+        self.layout = detect_layout()
+        self.state_dir = paths.state_dir()
+        self.broker = Broker(self.layout, self.state_dir)
+        self.containers: dict[str, ManagedContainer] = {}
+        self.sockets: dict[str, socket.socket] = {}
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self._lockfile: Any = None
+
+    # --- lifetime ---------------------------------------------------------------------------
+    def acquire_singleton(self) -> None:
+        """Refuse to run twice on one host (flock on <run>/agentshimd.lock)."""
+        run = paths.run_dir()
+        run.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._lockfile = open(run / "agentshimd.lock", "w")  # noqa: SIM115 (held for life)
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit("agentshimd: already running (lock "
+                             f"{run / 'agentshimd.lock'} is held)") from None
+        self._lockfile.write(str(os.getpid()))
+        self._lockfile.flush()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT."""
+        self.acquire_singleton()
+        for ctr in self.broker.load_all():
+            self._adopt(ctr)
+        ctl = listen(paths.control_socket(), 0o600)
+        threading.Thread(target=self._accept_loop, args=(ctl, None), daemon=True,
+                         name="control").start()
+        threading.Thread(target=self._reaper, daemon=True, name="reaper").start()
+        log.info("agentshimd %d ready: control %s, %d container(s) adopted, cgroups %s",
+                 os.getpid(), paths.control_socket(), len(self.containers), self.layout.mode)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        while not self.stopping.wait(0.5):
+            pass
+        log.info("agentshimd stopping (state kept in %s)", self.state_dir)
+        ctl.close()
+        with contextlib.suppress(FileNotFoundError):
+            paths.control_socket().unlink()
+        for s in list(self.sockets.values()):
+            s.close()
+        return 0
+
+    def _adopt(self, ctr: ManagedContainer) -> None:
+        """Take over a container persisted by an earlier daemon, if it still runs."""
+        if not Path(f"/proc/{ctr.pid}").exists():
+            log.info("container %s is gone; finishing its records", ctr.id[:12])
+            self._finish_container(ctr)
+            return
+        for call in ctr.calls.values():
+            call.empty_since = None
+        self._serve_container(ctr)
+
+    def _serve_container(self, ctr: ManagedContainer) -> None:
+        sock_path = paths.slots_dir() / ctr.slot / "broker.sock"
+        s = listen(sock_path, 0o666)
+        with self.lock:
+            old = self.sockets.pop(ctr.id, None)
+            self.containers[ctr.id] = ctr
+            self.sockets[ctr.id] = s
+        if old is not None:
+            old.close()
+        threading.Thread(target=self._accept_loop, args=(s, ctr.id), daemon=True,
+                         name=f"broker-{ctr.id[:12]}").start()
+
+    # --- sockets ----------------------------------------------------------------------------
+    def _accept_loop(self, s: socket.socket, container_id: str | None) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return  # socket closed
+            threading.Thread(target=self._handle, args=(conn, container_id),
+                             daemon=True).start()
+
+    def _handle(self, conn: socket.socket, container_id: str | None) -> None:
+        with conn:
+            try:
+                pid, uid, _gid = peer_cred(conn)
+                req = decode(read_line(conn, REQUEST_TIMEOUT_S))
+                if container_id is None:
+                    reply = self._control(uid, req)
+                else:
+                    reply = self._broker_request(container_id, pid, req)
+            except Refused as e:
+                reply = {"ok": False, "error": str(e)}
+            except ProtocolError as e:
+                reply = {"ok": False, "error": f"bad request: {e}"}
+            except Exception as e:  # a daemon bug must not hang the agent: answer and log
+                log.exception("request failed")
+                reply = {"ok": False, "error": f"internal error: {e}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(encode(reply))
+
+    def _broker_request(self, container_id: str, pid: int, req: dict[str, Any]) -> dict[str, Any]:
+        ctr = self.containers.get(container_id)
+        if ctr is None:
+            raise Refused("container is not registered")
+        op = req.get("op")
+        if op == "start":
+            reply = self.broker.start(ctr, pid, req)
+            log.info("%s call %s start: %s", ctr.id[:12], reply.get("call"),
+                     reply.get("category"))
+            return reply
+        if op == "end":
+            return self.broker.end(ctr, pid, req)
+        raise Refused(f"unknown op {op!r} (expected start or end)")
+
+    # --- control ----------------------------------------------------------------------------
+    def _control(self, uid: int, req: dict[str, Any]) -> dict[str, Any]:
+        if uid != 0:
+            raise Refused("the control socket is for root only")
+        op = req.get("op")
+        if op == "register":
+            return self._register(req)
+        if op == "unregister":
+            return self._unregister(str(req.get("id", "")))
+        if op == "status":
+            with self.lock:
+                return {"ok": True, "pid": os.getpid(), "containers": [
+                    {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
+                     "next_call": c.next_seq} for c in self.containers.values()]}
+        raise Refused(f"unknown op {op!r} (expected register, unregister or status)")
+
+    def _register(self, req: dict[str, Any]) -> dict[str, Any]:
+        cid, slot = str(req.get("id", "")), str(req.get("slot", ""))
+        if not SAFE_NAME.match(cid) or not SAFE_NAME.match(slot):
+            raise Refused("register needs a safe container id and slot name")
+        cgroup = req.get("cgroup")
+        if not isinstance(cgroup, dict) or not cgroup:
+            raise Refused("register needs the container's cgroup directories")
+        ctr = ManagedContainer(id=cid, slot=slot, pid=int(req.get("pid", 0)),
+                               cgroup={str(k): str(v) for k, v in cgroup.items()},
+                               policy_yaml=str(req.get("policy_yaml", "")))
+        self.broker.policy(ctr)  # refuse a bad policy here, not at the first call
+        self.broker.persist(ctr)
+        self._serve_container(ctr)
+        log.info("registered %s (pid %d, slot %s)", cid[:12], ctr.pid, slot)
+        return {"ok": True, "socket": str(paths.slots_dir() / slot / "broker.sock")}
+
+    def _unregister(self, cid: str) -> dict[str, Any]:
+        with self.lock:
+            ctr = self.containers.pop(cid, None)
+            s = self.sockets.pop(cid, None)
+        if s is not None:
+            s.close()
+        if ctr is None:
+            return {"ok": True, "summary": None}
+        summary = self._finish_container(ctr)
+        log.info("unregistered %s: %d call(s)", cid[:12], summary["calls"])
+        return {"ok": True, "summary": summary}
+
+    def _finish_container(self, ctr: ManagedContainer) -> dict[str, Any]:
+        for call in list(ctr.calls.values()):
+            call.ended_at = call.ended_at or time.time()
+            self.broker.finish(ctr, call, exit_status=None, reason="container_stopped")
+        summary = summarize(self.state_dir / "calls" / f"{ctr.id}.jsonl", ctr.id)
+        out = self.state_dir / "summaries"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{ctr.id}.json").write_text(json.dumps(summary, indent=1))
+        self.broker.forget(ctr)
+        return summary
+
+    def _reaper(self) -> None:
+        while not self.stopping.wait(0.25):
+            for ctr in list(self.containers.values()):
+                try:
+                    for rec in self.broker.reap(ctr):
+                        log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
+                except Exception:
+                    log.exception("reaper failed for %s", ctr.id[:12])
+
+
+def summarize(calls_file: Path, cid: str) -> dict[str, Any]:
+    """Per-container summary from its call records."""
+    recs = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in calls_file.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                recs.append(json.loads(line))
+    by_cat: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        c = by_cat.setdefault(r.get("category", "other"), {"calls": 0, "peak_bytes": 0})
+        c["calls"] += 1
+        c["peak_bytes"] = max(c["peak_bytes"], int(r.get("peak_bytes") or 0))
+    return {"container": cid, "calls": len(recs), "categories": by_cat,
+            "throttled_calls": sum(1 for r in recs if r.get("throttle_events")),
+            "oom_killed_calls": sum(1 for r in recs if r.get("oom_kills")),
+            "peak_bytes": max([int(r.get("peak_bytes") or 0) for r in recs] or [0])}
+
+
+def main(argv: list[str] | None = None) -> int:
     """Entry point of agentshimd."""
-    sys.stderr.write("agentshimd: not built yet (see issue: Podman integration)\n")
-    return 1
+    ap = argparse.ArgumentParser(prog="agentshimd", description=__doc__.splitlines()[0])
+    ap.add_argument("--log-level", default=os.environ.get("AGENTSHIM_LOG_LEVEL", "info"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s agentshimd[%(process)d] %(levelname)s %(message)s")
+    if os.geteuid() != 0:
+        print("agentshimd: must run as root (it manages cgroups)", file=sys.stderr)
+        return 1
+    return Daemon().run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

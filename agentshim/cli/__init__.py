@@ -6,6 +6,7 @@ import click
 
 from agentshim import __version__
 from agentshim.cli.doctor import doctor
+from agentshim.cli.hook import hook
 from agentshim.cli.policy import policy
 
 
@@ -16,4 +17,5 @@ def main() -> None:
 
 
 main.add_command(doctor)
+main.add_command(hook)
 main.add_command(policy)

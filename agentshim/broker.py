@@ -1,0 +1,281 @@
+"""The per-container broker logic: a wrapper asks to start a tool call, agentshimd checks who is
+asking, makes tools/call-N, moves the asker in, and at the end records what the call used.
+
+This module holds the decisions; agentshim/daemon.py holds the sockets and threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentshim import policy as pol
+from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, Layout, MemoryLimits
+from agentshim.units import format_size
+
+
+class Refused(Exception):
+    """A request that is answered with ok:false and the reason."""
+
+
+@dataclass
+class ActiveCall:
+    """A tool call that started and has no record written yet."""
+
+    seq: int
+    pid: int
+    command: str
+    category: str
+    grant: int
+    priority: str
+    start: float
+    cwd: str = ""
+    intent: str = ""
+    ended_at: float | None = None  # wrapper's end report, or when the reaper saw it empty
+    empty_since: float | None = None
+
+
+@dataclass
+class ManagedContainer:
+    """A registered container: where its tree is, its policy, its calls."""
+
+    id: str
+    slot: str
+    pid: int
+    cgroup: dict[str, str]
+    policy_yaml: str
+    next_seq: int = 1
+    calls: dict[int, ActiveCall] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The persisted form (state_dir/containers/ID.json)."""
+        return {"id": self.id, "slot": self.slot, "pid": self.pid, "cgroup": self.cgroup,
+                "policy_yaml": self.policy_yaml, "next_seq": self.next_seq,
+                "calls": {str(k): asdict(v) for k, v in self.calls.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ManagedContainer:
+        """Inverse of to_json."""
+        calls = {int(k): ActiveCall(**v) for k, v in d.get("calls", {}).items()}
+        return cls(id=d["id"], slot=d["slot"], pid=int(d["pid"]), cgroup=dict(d["cgroup"]),
+                   policy_yaml=d["policy_yaml"], next_seq=int(d.get("next_seq", 1)), calls=calls)
+
+
+def command_of(argv: list[str]) -> str:
+    """The command string of a bash tool-call argv (the word after the -c option cluster)."""
+    takes_arg = {"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}
+    i, seen_c = 1, False
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            i += 1
+            break
+        if a in takes_arg:
+            i += 2
+            continue
+        if a.startswith("--"):
+            i += 1
+            continue
+        if a.startswith(("-", "+")) and len(a) > 1:
+            seen_c = seen_c or "c" in a[1:]
+            i += 1
+            continue
+        break
+    if seen_c and i < len(argv):
+        return argv[i]
+    return shlex.join(argv[1:])
+
+
+def within(child: Path, root: Path) -> bool:
+    """True when directory child is root or below it."""
+    try:
+        child.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+class Broker:
+    """Start/end of tool calls for the containers of one daemon."""
+
+    def __init__(self, layout: Layout, state_dir: Path) -> None:
+        self.layout = layout
+        self.state_dir = state_dir
+        (state_dir / "containers").mkdir(parents=True, exist_ok=True)
+        (state_dir / "calls").mkdir(parents=True, exist_ok=True)
+        self._policies: dict[str, pol.Policy] = {}
+
+    # --- helpers ----------------------------------------------------------------------------
+    def tree(self, ctr: ManagedContainer) -> ContainerTree:
+        """The container's cgroup tree."""
+        return ContainerTree(Cgroup(self.layout, {k: Path(v) for k, v in ctr.cgroup.items()}))
+
+    def policy(self, ctr: ManagedContainer) -> pol.Policy:
+        """The container's policy (parsed once)."""
+        p = self._policies.get(ctr.id)
+        if p is None:
+            p = pol.load_policy(ctr.policy_yaml)
+            self._policies[ctr.id] = p
+        return p
+
+    def persist(self, ctr: ManagedContainer) -> None:
+        """Write the container's state atomically (a restart picks it up)."""
+        path = self.state_dir / "containers" / f"{ctr.id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ctr.to_json()))
+        os.replace(tmp, path)
+
+    def forget(self, ctr: ManagedContainer) -> None:
+        """Drop the persisted state of a container."""
+        (self.state_dir / "containers" / f"{ctr.id}.json").unlink(missing_ok=True)
+        self._policies.pop(ctr.id, None)
+
+    def load_all(self) -> list[ManagedContainer]:
+        """Containers persisted by an earlier daemon."""
+        out = []
+        for p in sorted((self.state_dir / "containers").glob("*.json")):
+            try:
+                out.append(ManagedContainer.from_json(json.loads(p.read_text())))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def _peer_cgroup(self, ctr: ManagedContainer, peer_pid: int) -> Path:
+        """The peer's cgroup directory (memory hierarchy), checked to be inside ctr's tree."""
+        try:
+            cg = Cgroup.of_pid(self.layout, peer_pid)
+        except CgroupError as e:
+            raise Refused(f"cannot read the cgroup of pid {peer_pid}") from e
+        root = Path(ctr.cgroup["memory" if "memory" in ctr.cgroup else "unified"])
+        mine = cg.dirs.get("memory" if "memory" in ctr.cgroup else "unified")
+        if mine is None or not within(mine, root):
+            raise Refused("peer is not a process of this container")
+        return mine
+
+    # --- requests ---------------------------------------------------------------------------
+    def start(self, ctr: ManagedContainer, peer_pid: int, req: dict[str, Any]) -> dict[str, Any]:
+        """Handle {"op":"start"}: make tools/call-N and move the peer into it."""
+        mine = self._peer_cgroup(ctr, peer_pid)
+        tree = self.tree(ctr)
+        tools = tree.tools.dirs["memory" if "memory" in ctr.cgroup else "unified"]
+        if within(mine, tools):
+            # a tool call inside a tool call stays in (and is budgeted by) the enclosing call
+            return {"ok": True, "call": -1, "nested": True, "notes": ""}
+        argv = [str(a) for a in req.get("argv", [])][:4096]
+        command = command_of(argv) if argv else ""
+        policy = self.policy(ctr)
+        category = pol.classify(command, policy)
+        intent, warnings = pol.parse_intent(str(req.get("intent") or ""))
+        g = pol.grant(policy, category, intent)
+        if intent.category and policy.category(intent.category) is not None:
+            category = intent.category
+        with ctr.lock:
+            seq = ctr.next_seq
+            ctr.next_seq += 1
+            try:
+                tree.create_call(seq, MemoryLimits(high=g.memory), pid=peer_pid)
+            except CgroupError as e:
+                raise Refused(f"cannot create the call's cgroup: {e}") from e
+            ctr.calls[seq] = ActiveCall(seq=seq, pid=peer_pid, command=command[:4096],
+                                        category=category, grant=g.memory, priority=g.priority,
+                                        start=time.time(), cwd=str(req.get("cwd", ""))[:4096],
+                                        intent=str(req.get("intent") or "")[:512])
+            self.persist(ctr)
+        notes = [*warnings, *g.notes]
+        return {"ok": True, "call": seq, "grant": g.memory, "category": category,
+                "priority": g.priority, "notes": "; ".join(notes)}
+
+    def end(self, ctr: ManagedContainer, peer_pid: int, req: dict[str, Any]) -> dict[str, Any]:
+        """Handle {"op":"end"}: record the call, remove its cgroup, tell what happened."""
+        self._peer_cgroup(ctr, peer_pid)
+        try:
+            seq = int(req.get("call", -1))
+        except (TypeError, ValueError) as e:
+            raise Refused("bad call number") from e
+        with ctr.lock:
+            call = ctr.calls.get(seq)
+            if call is None:
+                raise Refused(f"no active call {seq} in this container")
+            call.ended_at = time.time()
+        status = req.get("status")
+        record = self.finish(ctr, call, exit_status=status if isinstance(status, int) else None,
+                             reason="reported")
+        return {"ok": True, "notice": self.notice(record)}
+
+    def finish(self, ctr: ManagedContainer, call: ActiveCall, exit_status: int | None,
+               reason: str) -> dict[str, Any]:
+        """Write the call's record (JSON line) and remove its cgroup once empty."""
+        cg = self.tree(ctr).call(call.seq)
+        cg.wait_empty(timeout_s=1.0)
+        rec: dict[str, Any] = {
+            "container": ctr.id, "call": call.seq, "command": call.command,
+            "category": call.category, "cwd": call.cwd, "intent": call.intent,
+            "grant_bytes": call.grant, "priority": call.priority, "start": call.start,
+            "duration_s": round((call.ended_at or time.time()) - call.start, 3),
+            "exit": exit_status, "end": reason,
+        }
+        try:
+            ev = cg.memory_events()
+            rec.update(peak_bytes=cg.memory_peak(), cpu_us=cg.cpu_usage_us(),
+                       throttle_events=ev.high, limit_hits=ev.max, oom_kills=ev.oom_kill)
+        except CgroupError as e:
+            rec["read_error"] = str(e)
+        lingering = cg.populated() if cg.exists() else False
+        rec["lingering"] = lingering
+        with (self.state_dir / "calls" / f"{ctr.id}.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        with ctr.lock:
+            ctr.calls.pop(call.seq, None)
+            self.persist(ctr)
+        if not lingering:
+            with contextlib.suppress(CgroupError):  # poststop removes what is left
+                cg.remove_tree(kill=False)
+        return rec
+
+    @staticmethod
+    def notice(rec: dict[str, Any]) -> str:
+        """What the wrapper prints on stderr when the call was constrained (else "")."""
+        if not (rec.get("throttle_events") or rec.get("oom_kills")):
+            return ""
+        peak = format_size(int(rec.get("peak_bytes") or 0))
+        grant = format_size(int(rec["grant_bytes"]))
+        what = "killed at its memory limit" if rec.get("oom_kills") else "throttled"
+        hint = {"test": "run fewer test workers (e.g. pytest -n 2) or set "
+                        "AGENTSHIM_INTENT=memory=<size>",
+                "install": "install fewer packages at once",
+                "build": "build with fewer jobs (make -j2)"}.get(
+            rec["category"], "declare what it needs: AGENTSHIM_INTENT=memory=<size>")
+        return (f"agentshim: call {rec['call']} ({rec['category']}) was {what}: peak {peak} "
+                f"of its {grant} budget; hint: {hint}")
+
+    def reap(self, ctr: ManagedContainer, grace_s: float = 2.0) -> list[dict[str, Any]]:
+        """Finish calls whose cgroup has been empty for grace_s without an end report
+        (the wrapper died); returns their records."""
+        done = []
+        now = time.monotonic()
+        for call in list(ctr.calls.values()):
+            cg = self.tree(ctr).call(call.seq)
+            try:
+                empty = not cg.exists() or not cg.populated()
+            except CgroupError:
+                empty = True
+            if not empty:
+                call.empty_since = None
+                continue
+            if call.empty_since is None:
+                call.empty_since = now
+                continue
+            with ctr.lock:
+                if now - call.empty_since < grace_s or call.ended_at is not None:
+                    continue
+                call.ended_at = time.time()
+                done.append(self.finish(ctr, call, exit_status=None, reason="no_report"))
+        return done
