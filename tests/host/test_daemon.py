@@ -1,0 +1,188 @@
+"""agentshimd for real: a daemon process, real cgroups standing in for a container's, real
+processes asking over the broker socket (the wrapper's protocol, spoken from Python here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agentshim.cgroups import Cgroup, ContainerTree, TreeBudget
+from agentshim.protocol import DaemonUnavailable, request
+
+MB = 1 << 20
+
+ASKER = r"""
+import json, os, socket, sys, time
+sock, intent, cmd = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock)
+s.sendall((json.dumps({"op": "start", "argv": ["bash", "-c", cmd], "cwd": "/w",
+                       "intent": intent, "ppid": os.getppid()}) + "\n").encode())
+print(s.makefile().readline().strip(), flush=True)
+print(open("/proc/self/cgroup").read().replace("\n", "|"), flush=True)
+b = b"x" * (int(os.environ.get("ALLOC_MB", "0")) << 20)
+sys.stdin.read(1)
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path, layout):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    env = dict(os.environ, AGENTSHIM_RUN_DIR=str(tmp_path / "run"),
+               AGENTSHIM_STATE_DIR=str(tmp_path / "state"))
+    with open(tmp_path / "daemon.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=env, stderr=log)
+    ctl = tmp_path / "run" / "agentshimd.sock"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            request(ctl, {"op": "status"}, timeout_s=1)
+            break
+        except DaemonUnavailable:
+            assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+            time.sleep(0.05)
+    d = {"proc": proc, "ctl": ctl, "run": tmp_path / "run", "state": tmp_path / "state",
+         "env": env}
+    yield d
+    d["proc"].send_signal(signal.SIGTERM)  # a test may have restarted it
+    assert d["proc"].wait(timeout=10) == 0
+    assert not ctl.exists()
+
+
+def register(daemon, scratch, cid="c1",
+             policy="memory: {total: 2G}\ncategories: {test: {memory: 1536M}}\n"):
+    tree = ContainerTree(scratch)
+    tree.build(TreeBudget())
+    reply = request(daemon["ctl"], {"op": "register", "id": cid, "pid": os.getpid(),
+                                    "slot": f"slot-{cid}", "cgroup": {
+                                        k: str(v) for k, v in scratch.dirs.items()},
+                                    "policy_yaml": policy})
+    assert reply["ok"], reply
+    return tree, Path(reply["socket"])
+
+
+def ask(sock: Path, cg: Cgroup | None, cmd: str, intent: str = "", alloc_mb: int = 0):
+    """Start a real process (moved into cg first, as a container process would be) that
+    asks the broker to start a tool call."""
+    env = dict(os.environ, ALLOC_MB=str(alloc_mb))
+    p = subprocess.Popen([sys.executable, "-c", ASKER, str(sock), intent, cmd],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=(lambda: cg.move(os.getpid())) if cg else None)
+    reply = json.loads(p.stdout.readline())
+    where = p.stdout.readline()
+    return p, reply, where
+
+
+def test_start_moves_the_asker_into_its_call_and_end_records(daemon, scratch):
+    tree, sock = register(daemon, scratch)
+    p, reply, where = ask(sock, tree.framework, "python -m pytest -q tests/", alloc_mb=64)
+    assert reply["ok"] and reply["call"] == 1 and reply["category"] == "test"
+    assert reply["grant"] == 1536 * MB  # the policy's test category
+    call = tree.call(1)
+    assert "/tools/call-1" in where
+    assert call.memory_limits().high == reply["grant"]
+    p.stdin.write("x")
+    p.stdin.close()
+    assert p.wait(timeout=10) == 0
+    # the parent wrapper reports from framework/
+    end = ask_end(sock, tree.framework, 1, 0)
+    assert end["ok"] and end["notice"] == ""
+    rec = json.loads((daemon["state"] / "calls" / "c1.jsonl").read_text().splitlines()[-1])
+    assert rec["call"] == 1 and rec["category"] == "test" and rec["end"] == "reported"
+    assert rec["peak_bytes"] >= 64 * MB and rec["exit"] == 0
+    assert not any(d.exists() for d in call.dirs.values())
+
+
+ENDER = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"op": "end", "call": int(sys.argv[2]), "status": int(sys.argv[3])})
+           + "\n").encode())
+print(s.makefile().readline().strip())
+"""
+
+
+def ask_end(sock: Path, cg: Cgroup, call: int, status: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", ENDER, str(sock), str(call), str(status)],
+                         capture_output=True, text=True, timeout=20, check=True,
+                         preexec_fn=lambda: cg.move(os.getpid()))
+    return json.loads(out.stdout)
+
+
+def test_a_process_outside_the_container_is_refused(daemon, scratch, layout):
+    tree, sock = register(daemon, scratch)
+    other = scratch.child("elsewhere")  # a sibling outside framework/tools is still inside
+    outsider_cg = Cgroup.at(layout, "agentshim.test")  # another container's place
+    p, reply, _ = ask(sock, outsider_cg, "ls")
+    p.kill()
+    p.wait()
+    assert reply == {"ok": False, "error": "peer is not a process of this container"}
+    assert tree.calls() == []
+    del other
+
+
+def test_nested_tool_call_stays_in_its_enclosing_call(daemon, scratch):
+    tree, sock = register(daemon, scratch)
+    p1, r1, _ = ask(sock, tree.framework, "make test")
+    p2, r2, where = ask(sock, tree.call(r1["call"]), "bash -c 'echo nested'")
+    assert r2 == {"ok": True, "call": -1, "nested": True, "notes": ""}
+    assert f"/tools/call-{r1['call']}" in where
+    for p in (p1, p2):
+        p.kill()
+        p.wait()
+
+
+def test_intent_is_honoured_within_the_budget(daemon, scratch):
+    tree, sock = register(daemon, scratch, policy="memory: {total: 2G, tools: 1536M}\n")
+    p, reply, _ = ask(sock, tree.framework, "python - <<EOF\nprint(1)\nEOF", intent="memory=8G")
+    p.kill()
+    p.wait()
+    assert reply["ok"] and reply["grant"] == 1536 * MB
+    assert "8G" in reply["notes"]
+
+
+def test_wrapper_that_dies_is_recorded_by_the_reaper(daemon, scratch):
+    tree, sock = register(daemon, scratch)
+    p, reply, _ = ask(sock, tree.framework, "git status")
+    p.kill()
+    p.wait()
+    calls_file = daemon["state"] / "calls" / "c1.jsonl"
+    deadline = time.monotonic() + 10
+    while not calls_file.exists():
+        assert time.monotonic() < deadline, "no record for a call whose wrapper died"
+        time.sleep(0.1)
+    rec = json.loads(calls_file.read_text().splitlines()[-1])
+    assert rec["call"] == reply["call"] and rec["end"] == "no_report"
+    assert rec["category"] == "git"
+
+
+def test_restart_picks_up_registered_containers(daemon, scratch):
+    tree, sock = register(daemon, scratch)
+    daemon["proc"].send_signal(signal.SIGTERM)
+    assert daemon["proc"].wait(timeout=10) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=daemon["env"],
+                            stderr=subprocess.DEVNULL)
+    daemon["proc"] = proc
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            st = request(daemon["ctl"], {"op": "status"}, timeout_s=1)
+            break
+        except DaemonUnavailable:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert [c["id"] for c in st["containers"]] == ["c1"]
+    p, reply, _ = ask(sock, tree.framework, "ls -la")
+    p.kill()
+    p.wait()
+    assert reply["ok"] and reply["call"] == 1 and reply["category"] == "file_ops"
+    assert request(daemon["ctl"], {"op": "unregister", "id": "c1"})["summary"]["calls"] >= 0
