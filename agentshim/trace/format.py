@@ -1,0 +1,235 @@
+"""agentshim's own on-disk trace format (version 1), and format detection.
+
+A trace is a directory::
+
+    meta.json      {"format": "agentshim-trace", "version": 1, "name": NAME, "meta": {...}}
+    samples.jsonl  one object a line: {"t": EPOCH_S, "mem_bytes": INT, "cpu_pct": FLOAT|null}
+    calls.jsonl    one object a line: {"start": EPOCH_S, "end": EPOCH_S, "tool": STR,
+                   "command": STR|null, "category": STR|null, "peak_bytes": INT|null,
+                   "id": STR|null, "end_estimated": BOOL, "extra": {...}}
+    events.jsonl   optional, one object a line: {"t": EPOCH_S, "type": STR, ...}
+
+Readers ignore unknown keys (later minor additions) and refuse a newer ``version``.
+docs/characterization.md describes the format in full.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from agentshim.trace.dataset import OWN_META, RESOURCES, TOOL_CALLS, is_dataset_dir, load_dataset
+from agentshim.trace.model import Sample, ToolCall, Trace, TraceError
+
+__all__ = ["FORMAT", "VERSION", "load_trace", "read_trace", "trace_format", "write_trace"]
+
+FORMAT: Final = "agentshim-trace"
+VERSION: Final = 1
+SAMPLES: Final = "samples.jsonl"
+CALLS: Final = "calls.jsonl"
+EVENTS: Final = "events.jsonl"
+
+_T = TypeVar("_T")
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
+    """Write ``trace`` into directory ``path`` (created if needed) in format version 1.
+
+    Raises ValueError if the trace holds non-finite numbers or non-JSON metadata.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": VERSION, "name": trace.name, "meta": trace.meta}
+    samples = "".join(
+        _dump({"t": s.t, "mem_bytes": s.mem_bytes, "cpu_pct": s.cpu_pct}) + "\n"
+        for s in trace.samples)
+    calls = "".join(
+        _dump({"start": c.start, "end": c.end, "tool": c.tool, "command": c.command,
+               "category": c.category, "peak_bytes": c.peak_bytes, "id": c.id,
+               "end_estimated": c.end_estimated, "extra": c.extra}) + "\n"
+        for c in trace.calls)
+    events = "".join(_dump(e) + "\n" for e in trace.events)
+    _write_atomic(root / SAMPLES, samples)
+    _write_atomic(root / CALLS, calls)
+    if trace.events:
+        _write_atomic(root / EVENTS, events)
+    else:
+        (root / EVENTS).unlink(missing_ok=True)
+    _write_atomic(root / OWN_META, json.dumps(meta, indent=2, allow_nan=False) + "\n")
+    return root
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(f"{path}: line {number}: malformed JSON: {exc.msg}") from None
+                if not isinstance(obj, dict):
+                    raise TraceError(f"{path}: line {number}: expected a JSON object")
+                yield number, obj
+    except FileNotFoundError:
+        raise TraceError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _num(obj: dict[str, Any], key: str) -> float:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"'{key}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _opt_num(obj: dict[str, Any], key: str) -> float | None:
+    return None if obj.get(key) is None else _num(obj, key)
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"'{key}' must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _opt_int(obj: dict[str, Any], key: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key)
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string, got {value!r}")
+    return value
+
+
+def _opt_str(obj: dict[str, Any], key: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key)
+
+
+def _parse(path: Path, build: Callable[[dict[str, Any]], _T]) -> list[_T]:
+    out: list[_T] = []
+    for number, obj in _lines(path):
+        try:
+            out.append(build(obj))
+        except ValueError as exc:
+            raise TraceError(f"{path}: line {number}: {exc}") from None
+    return out
+
+
+def _sample(obj: dict[str, Any]) -> Sample:
+    return Sample(t=_num(obj, "t"), mem_bytes=_int(obj, "mem_bytes"),
+                  cpu_pct=_opt_num(obj, "cpu_pct"))
+
+
+def _call(obj: dict[str, Any]) -> ToolCall:
+    start, end = _num(obj, "start"), _num(obj, "end")
+    if end < start:
+        raise ValueError("'end' is before 'start'")
+    extra = obj.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise ValueError("'extra' must be an object")
+    return ToolCall(start=start, end=end, tool=_str(obj, "tool"),
+                    command=_opt_str(obj, "command"), category=_opt_str(obj, "category"),
+                    peak_bytes=_opt_int(obj, "peak_bytes"), id=_opt_str(obj, "id"),
+                    end_estimated=bool(obj.get("end_estimated", False)), extra=extra)
+
+
+def _event(obj: dict[str, Any]) -> dict[str, Any]:
+    _num(obj, "t")
+    _str(obj, "type")
+    return obj
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read a trace directory in agentshim's own format; TraceError names the bad file."""
+    root = Path(path)
+    meta_path = root / OWN_META
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TraceError(f"{meta_path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{meta_path}: not UTF-8 text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise TraceError(f"{meta_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    except OSError as exc:
+        raise TraceError(f"{meta_path}: cannot read: {exc.strerror or exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TraceError(f"{meta_path}: not an agentshim trace (expected \"format\": "
+                         f"\"{FORMAT}\")")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise TraceError(f"{meta_path}: bad \"version\" {version!r} (expected 1)")
+    if version > VERSION:
+        raise TraceError(f"{meta_path}: trace format version {version} is newer than this "
+                         f"agentshim reads (up to {VERSION})")
+    extra_meta = meta.get("meta") or {}
+    if not isinstance(extra_meta, dict):
+        raise TraceError(f"{meta_path}: \"meta\" must be an object")
+    name = meta.get("name")
+    trace = Trace(
+        name=name if isinstance(name, str) and name else root.name,
+        samples=_parse(root / SAMPLES, _sample),
+        calls=_parse(root / CALLS, _call),
+        meta=dict(extra_meta),
+        events=_parse(root / EVENTS, _event) if (root / EVENTS).exists() else [],
+    )
+    trace.meta.setdefault("source_format", FORMAT)
+    trace.meta.setdefault("path", str(root))
+    return trace.sort()
+
+
+def trace_format(path: str | os.PathLike[str]) -> str | None:
+    """``"agentshim-trace"``, ``"dataset"`` or None: which format directory ``path`` holds."""
+    root = Path(path)
+    if (root / OWN_META).is_file():
+        return FORMAT
+    if is_dataset_dir(root):
+        return "dataset"
+    return None
+
+
+def load_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read a trace directory in whichever format it is (own format first, then dataset).
+
+    Raises :class:`TraceError` naming the file for a missing or malformed trace.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise TraceError(f"{root}: no such trace directory")
+    if not root.is_dir():
+        raise TraceError(f"{root}: not a directory (a trace is a directory)")
+    kind = trace_format(root)
+    if kind == FORMAT:
+        return read_trace(root)
+    if kind == "dataset":
+        return load_dataset(root)
+    raise TraceError(f"{root}: not a trace (expected {OWN_META}, or {RESOURCES} + "
+                     f"{TOOL_CALLS})")
