@@ -70,7 +70,7 @@ def main() -> int:
             total[k] += c[k]
         if rc != 0 or c["passed"] == 0:
             ok = False
-    print(f"all tiers: {line(total)}")
+    print(f"total: {line(total)}")
     return 0 if ok else 1
 
 
