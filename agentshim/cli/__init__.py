@@ -8,6 +8,7 @@ from agentshim import __version__
 from agentshim.cli.doctor import doctor
 from agentshim.cli.hook import hook
 from agentshim.cli.policy import policy
+from agentshim.cli.report import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,3 +20,4 @@ def main() -> None:
 main.add_command(doctor)
 main.add_command(hook)
 main.add_command(policy)
+main.add_command(report)
