@@ -63,12 +63,23 @@ def resolve_in_rootfs(rootfs: Path, path: str, max_links: int = 40) -> str | Non
     return str(cur) if host.is_file() else None
 
 
+def refusals_log() -> Path:
+    """Where refusals are logged: podman 4.x does not show a precreate hook's stderr."""
+    return paths.state_dir() / "refusals.log"
+
+
 def policy_of(annotations: dict[str, str]) -> pol.Policy | None:
-    """The container's policy from its annotations (None: not managed). Raises HookError."""
+    """The container's policy from its annotations (None: not managed). Raises HookError,
+    after appending the reason to refusals_log()."""
     try:
         return pol.policy_from_annotations(annotations, paths.profiles_dir())
     except pol.PolicyInvalid as e:
-        raise HookError(f"agentshim: container refused: {e}") from e
+        msg = f"agentshim: container refused: {e}"
+        with contextlib.suppress(OSError):
+            refusals_log().parent.mkdir(parents=True, exist_ok=True)
+            with refusals_log().open("a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {msg}\n")
+        raise HookError(msg) from e
 
 
 def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ makes the loader raise anything but :class:`PolicyInvalid`.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import functools
 import re
@@ -671,6 +672,23 @@ def load_profile(name: str, profiles_dir: Path = DEFAULT_PROFILES_DIR) -> Policy
     return policy
 
 
+def annotation_yaml(value: str) -> str:
+    """The YAML text of an ``io.agentshim.policy`` annotation.
+
+    `podman run --annotation` cuts values at newlines and splits them at commas, so a
+    one-line form is accepted too: ``;`` separates lines (``memory:;  total: 2G``), and
+    ``base64:<text>`` carries any YAML. Values with real newlines (podman's API) are YAML as is.
+    """
+    if value.startswith("base64:"):
+        try:
+            return base64.b64decode(value[7:], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return "!!bad-base64 " + repr(value[:40])
+    if "\n" not in value and ";" in value:
+        return value.replace(";", "\n")
+    return value
+
+
 def policy_from_annotations(
     annotations: Mapping[str, str], profiles_dir: Path = DEFAULT_PROFILES_DIR
 ) -> Policy | None:
@@ -682,7 +700,7 @@ def policy_from_annotations(
     """
     inline = annotations.get(ANNOTATION_POLICY)
     if isinstance(inline, str) and inline.strip():
-        policy, errors = _load(inline)
+        policy, errors = _load(annotation_yaml(inline))
         if errors or policy is None:
             raise PolicyInvalid(errors, source=f"annotation {ANNOTATION_POLICY}")
         return policy
