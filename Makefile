@@ -3,7 +3,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup demo test test-host test-vm lint clean
+.PHONY: setup demo test test-host test-vm lint clean wrapper install uninstall
 
 setup:  ## install and configure everything (idempotent)
 	bash packaging/setup-host.sh
@@ -19,6 +19,26 @@ test-host: setup
 
 test-vm: setup
 	$(PY) tests/run_tiers.py --tier vm
+
+HOOKS_DIR ?= /usr/share/containers/oci/hooks.d
+LIBEXEC ?= /usr/libexec/agentshim
+
+wrapper:  ## the static Bash wrapper
+	$(MAKE) -C wrapper
+
+install: setup wrapper  ## wrapper, OCI hooks (pointing at this venv's agentshim), default profile
+	install -D -m 0755 wrapper/agentshim-bash $(DESTDIR)$(LIBEXEC)/agentshim-bash
+	install -d $(DESTDIR)$(HOOKS_DIR)
+	for st in precreate prestart poststop; do \
+	  sed "s|@AGENTSHIM@|$(VENV)/bin/agentshim|" hooks/agentshim-$$st.json.in \
+	    > $(DESTDIR)$(HOOKS_DIR)/agentshim-$$st.json; done
+	test -e $(DESTDIR)/etc/agentshim/profiles/default.yaml || \
+	  install -D -m 0644 packaging/profiles/default.yaml $(DESTDIR)/etc/agentshim/profiles/default.yaml
+	@echo "installed: podman runs agentshim's hooks for containers with io.agentshim.* annotations"
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBEXEC)/agentshim-bash $(DESTDIR)$(HOOKS_DIR)/agentshim-*.json
+	-rmdir $(DESTDIR)$(LIBEXEC)
 
 lint:
 	$(VENV)/bin/ruff check agentshim tests
