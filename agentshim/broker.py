@@ -40,6 +40,8 @@ class ActiveCall:
     intent: str = ""
     ended_at: float | None = None  # wrapper's end report, or when the reaper saw it empty
     empty_since: float | None = None
+    stalled_since: float | None = None  # v1: waiting at its limit (under_oom) since
+    killed: str = ""  # why agentshim killed the call, if it did
 
 
 @dataclass
@@ -222,6 +224,8 @@ class Broker:
             "duration_s": round((call.ended_at or time.time()) - call.start, 3),
             "exit": exit_status, "end": reason,
         }
+        if call.killed:
+            rec["killed_by_agentshim"] = call.killed
         try:
             ev = cg.memory_events()
             rec.update(peak_bytes=cg.memory_peak(), cpu_us=cg.cpu_usage_us(),
@@ -243,6 +247,10 @@ class Broker:
     @staticmethod
     def notice(rec: dict[str, Any]) -> str:
         """What the wrapper prints on stderr when the call was constrained (else "")."""
+        if rec.get("killed_by_agentshim"):
+            return (f"agentshim: call {rec['call']} ({rec['category']}) was killed: "
+                    f"{rec['killed_by_agentshim']}; hint: declare what it needs with "
+                    "AGENTSHIM_INTENT=memory=<size>, or do the work in smaller pieces")
         if not (rec.get("throttle_events") or rec.get("oom_kills")):
             return ""
         peak = format_size(int(rec.get("peak_bytes") or 0))
@@ -255,6 +263,29 @@ class Broker:
             rec["category"], "declare what it needs: AGENTSHIM_INTENT=memory=<size>")
         return (f"agentshim: call {rec['call']} ({rec['category']}) was {what}: peak {peak} "
                 f"of its {grant} budget; hint: {hint}")
+
+    def unstick(self, ctr: ManagedContainer) -> None:
+        """v1 stand-in for the ladder's last step: a call waiting at its limit (under_oom) for
+        longer than freeze_timeout is killed, only that call."""
+        if not self.layout.memory_v1:
+            return
+        timeout = self.policy(ctr).freeze_timeout
+        now = time.monotonic()
+        for call in list(ctr.calls.values()):
+            cg = self.tree(ctr).call(call.seq)
+            try:
+                stuck = cg.memory_events().under_oom
+            except CgroupError:
+                continue
+            if not stuck:
+                call.stalled_since = None
+            elif call.stalled_since is None:
+                call.stalled_since = now
+            elif now - call.stalled_since >= timeout and not call.killed:
+                call.killed = (f"waited {timeout:g} s at its {format_size(call.grant)} memory "
+                               "budget")
+                with contextlib.suppress(CgroupError):
+                    cg.kill()
 
     def reap(self, ctr: ManagedContainer, grace_s: float = 2.0) -> list[dict[str, Any]]:
         """Finish calls whose cgroup has been empty for grace_s without an end report

@@ -107,6 +107,7 @@ class Daemon:
             return
         for call in ctr.calls.values():
             call.empty_since = None
+            call.stalled_since = None
         self._serve_container(ctr)
 
     def _serve_container(self, ctr: ManagedContainer) -> None:
@@ -223,6 +224,7 @@ class Daemon:
         while not self.stopping.wait(0.25):
             for ctr in list(self.containers.values()):
                 try:
+                    self.broker.unstick(ctr)
                     for rec in self.broker.reap(ctr):
                         log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
                 except Exception:

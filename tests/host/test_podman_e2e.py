@@ -131,3 +131,24 @@ def test_bad_policy_refuses_the_container(hooks_dir):
     r = podman("--runtime", str(shim), "run", "--rm", "--annotation",
                "io.agentshim.policy=memory: {total: lots}", IMAGE, "true", check=False)
     assert r.returncode != 0 and "memory.total: bad size 'lots'" in r.stderr
+
+
+def test_call_stuck_at_its_budget_is_killed_alone_and_told(hooks_dir):
+    name = f"ashim-e2e-{uuid.uuid4().hex[:8]}"
+    policy = "memory:;  total: 1G;  tool_default: 64M;freeze_timeout: 1s"
+    podman("--hooks-dir", str(hooks_dir), "run", "-d", "--name", name,
+           "--annotation", f"io.agentshim.policy={policy}", IMAGE, "sleep", "600")
+    try:
+        t0 = time.monotonic()
+        r = podman("exec", name, "bash", "-c",
+                   "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}", check=False)
+        took = time.monotonic() - t0
+        assert r.returncode == 137, (r.returncode, r.stderr)
+        assert "agentshim: call 1 (other) was killed" in r.stderr
+        assert "64M" in r.stderr
+        assert took < 20
+        assert podman("exec", name, "bash", "-c", "echo alive").stdout == "alive\n"
+        state = podman("inspect", name, "--format", "{{.State.Status}}").stdout.strip()
+        assert state == "running"
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
