@@ -169,6 +169,21 @@ static _Noreturn void exec_real_bash(const char *real_bash, char *const argv[])
 	_exit(126);
 }
 
+/*
+ * A real bash path that leads back to this wrapper (the bind mount itself, by
+ * mistake) would exec it over and over.  Refuse it.  Skipped without /proc.
+ */
+static void refuse_self(const char *real_bash)
+{
+	struct stat self, real;
+
+	if (stat("/proc/self/exe", &self) == 0 && stat(real_bash, &real) == 0 &&
+	    self.st_dev == real.st_dev && self.st_ino == real.st_ino) {
+		say("agentshim-bash: real bash at %s is this wrapper", real_bash);
+		_exit(126);
+	}
+}
+
 /* ---- talking to agentshimd ---------------------------------------------- */
 
 /* One connection: one request line out, one reply line back, under a deadline. */
@@ -680,6 +695,7 @@ int main(int argc, char *argv[])
 {
 	const char *real_bash = env_or("AGENTSHIM_REAL_BASH", DEFAULT_REAL_BASH);
 
+	refuse_self(real_bash);
 	if (toolcall_command_index(argc, argv) < 0)
 		exec_real_bash(real_bash, argv);
 	run_tool_call(real_bash, argc, argv);

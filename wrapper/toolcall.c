@@ -14,8 +14,9 @@
  * The first word after the options is the command string when -c was given.
  * We mirror that, with two deliberate differences that only matter for command
  * lines bash itself rejects with a usage error:
- *   - a known --name long option is also accepted after short options;
- *   - unknown option letters are treated as plain flags.
+ *   - a --name word after short options is skipped (with its argument, if it
+ *     is --rcfile or --init-file), not read as a cluster of letters;
+ *   - unknown option letters and unknown --names are plain flags.
  */
 #include "toolcall.h"
 

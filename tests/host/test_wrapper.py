@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -254,6 +255,13 @@ def test_missing_real_bash(wrapper: Path, broker: Broker) -> None:
     assert broker.requests == []
 
 
+def test_real_bash_that_is_the_wrapper_is_refused(wrapper: Path, broker: Broker) -> None:
+    res = run(wrapper, ["-c", "echo x"], broker.path, AGENTSHIM_REAL_BASH=str(wrapper))
+    assert res.returncode == 126
+    assert res.stderr == f"agentshim-bash: real bash at {wrapper} is this wrapper\n".encode()
+    assert broker.requests == []
+
+
 # ---- tool calls -----------------------------------------------------------------------------
 
 
@@ -370,6 +378,46 @@ def test_signal_to_wrapper_reaches_the_command(
     assert mark.read_text() == f"{name}\n"
     (end,) = broker.ops("end")
     assert end.body["status"] == 7
+
+
+@pytest.mark.skipif(not shutil.which("setsid"), reason="needs setsid(1) from util-linux")
+@pytest.mark.parametrize("prog", [REAL_BASH, "wrapper"])
+def test_ctrl_c_on_a_terminal_reaches_the_command_once(
+    wrapper: Path, sockdir: Path, tmp_path: Path, prog: str
+) -> None:
+    """^C on a terminal signals the whole foreground process group, the command included;
+    the wrapper must not forward its own copy.  Plain bash runs the trap once; a wrapper that
+    forwarded terminal signals would make it run twice in most attempts (the two copies merge
+    when both arrive before bash handles the first), hence three attempts."""
+    for attempt in range(3):
+        mark = tmp_path / f"int{attempt}"
+        # the background sleep ignores SIGINT; each SIGINT ends one `wait` and runs the trap
+        script = (
+            f"trap 'echo INT >> \"{mark}\"' INT; sleep 0.3 & pid=$!; echo ready; "
+            "wait $pid; wait $pid; wait $pid"
+        )
+        master, slave = pty.openpty()
+        argv = [str(wrapper) if prog == "wrapper" else prog, "-c", script]
+        proc = subprocess.Popen(
+            ["setsid", "--ctty", *argv],  # session leader with the pty as its terminal
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=wrapper_env(str(sockdir / "none.sock")),
+        )
+        os.close(slave)
+        try:
+            seen = b""
+            while b"ready" not in seen:
+                seen += os.read(master, 1024)
+            time.sleep(0.05)
+            os.write(master, b"\x03")
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+            os.close(master)
+        assert mark.read_text() == "INT\n", f"attempt {attempt}"
 
 
 def test_sigkill_of_the_wrapper_takes_the_command_down(wrapper: Path, broker: Broker) -> None:
