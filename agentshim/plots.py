@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from agentshim.report import MB, Report, TaskResult, call_category
 
@@ -29,7 +29,7 @@ __all__ = ["plot_category_peaks", "plot_cdf", "plot_memory", "write_plots"]
 
 _COLORS: Final = {
     "test": "#d62728", "build": "#9467bd", "install": "#ff7f0e", "python": "#2ca02c",
-    "git": "#8c564b", "file_ops": "#17becf", "other": "#7f7f7f", "unknown": "#bcbd22",
+    "git": "#8c564b", "file_ops": "#17becf", "other": "#e377c2", "unknown": "#bcbd22",
 }
 _OTHER_TOOL: Final = "#c7c7c7"
 _DPI: Final = 90
@@ -122,6 +122,8 @@ def plot_cdf(values: Sequence[float], path: Path, xlabel: str, title: str,
         ax.step(vals, np.arange(1, vals.size + 1) / vals.size, where="post")
         if log and vals.min() > 0:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
@@ -166,7 +168,7 @@ def write_plots(report: Report, out_dir: str | os.PathLike[str]) -> list[Path]:
     written.append(plot_category_peaks(report.tasks, root / "category-peaks.png"))
     written.append(plot_cdf([t.row["peak_to_avg"] for t in report.tasks],
                             root / "cdf-peak-to-avg.png", "peak / average memory",
-                            "CDF of peak/average memory per task", log=True))
+                            "CDF of peak/average memory per task"))
     written.append(plot_cdf([b.duration for t in report.tasks for b in t.bursts],
                             root / "cdf-burst-duration.png", "burst duration (s)",
                             f"CDF of memory burst durations (> baseline + "

@@ -267,9 +267,10 @@ def cpu_avg_pct(trace: Trace) -> float | None:
 
 
 def cpu_mem_corr(trace: Trace) -> float | None:
-    """Pearson correlation of CPU percent and memory over the samples that have both;
-    None with fewer than 3 such samples or when either series is constant."""
-    pairs = [(s.cpu_pct, s.mem_bytes) for s in trace.samples if s.cpu_pct is not None]
+    """Pearson correlation of CPU percent and memory over the samples after startup that
+    have both; None with fewer than 3 such samples or when either series is constant."""
+    after = trace.samples[startup_count(trace):]
+    pairs = [(s.cpu_pct, s.mem_bytes) for s in after if s.cpu_pct is not None]
     if len(pairs) < 3:
         return None
     cpu = np.array([p[0] for p in pairs], dtype=float)
@@ -413,6 +414,10 @@ def _fmt(value: Any, spec: str = "", none: str = "-") -> str:
         return none
     if spec == "%":
         return f"{100 * value:.1f}%"
+    if spec == "auto":
+        size = abs(value)
+        return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else (
+            f"{value:.3g}")
     return format(value, spec)
 
 
@@ -443,8 +448,8 @@ def format_text(report: Report) -> str:
     est = agg["ends_estimated"]
     out.append("")
     out.append(f"{agg['task_count']} task(s); bursts = memory > baseline + "
-               f"{report.burst_mb:g} MB; baseline = P{BASELINE_PERCENTILE:g} of samples "
-               f"outside tool calls; memory in decimal MB")
+               f"{report.burst_mb:g} MB; baseline = P{BASELINE_PERCENTILE:g} of the samples "
+               f"outside tool calls after start-up; memory in decimal MB (10^6 bytes)")
     if est:
         out.append(f"note: {est} call end(s) estimated (older tool_calls format): tool time "
                    f"and 'in call' are upper bounds for those tasks")
@@ -454,8 +459,8 @@ def format_text(report: Report) -> str:
               "burst_count": "bursts", "bursts_in_tool_calls": "bursts in calls",
               "tool_time_share": "tool time share", "cpu_avg_pct": "cpu avg %",
               "cpu_mem_corr": "cpu-mem corr", "max_rise_mb_per_s": "max rise MB/s"}
-    spread_rows = [[labels[m], str(s["n"]), _fmt(s["min"], ".3g"), _fmt(s["median"], ".3g"),
-                    _fmt(s["max"], ".3g"), _fmt(s["cv"], ".2f")]
+    spread_rows = [[labels[m], str(s["n"]), _fmt(s["min"], "auto"),
+                    _fmt(s["median"], "auto"), _fmt(s["max"], "auto"), _fmt(s["cv"], ".2f")]
                    for m, s in agg["spread"].items()]
     out += _table(["across tasks", "n", "min", "median", "max", "cv"], spread_rows)
     out.append("")

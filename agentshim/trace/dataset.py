@@ -7,7 +7,9 @@ Files of a task directory (see docs/characterization.md, "The dataset importer")
   Times come from ``epoch`` (``timestamp`` is local time without a zone and is ignored).
   Sizes are parsed as podman prints them: ``B``/``kB``/``MB``/``GB``/``TB`` are decimal
   (powers of 1000), ``KiB``/``MiB``/``GiB``/``TiB`` binary. A sample reading ``0B / 0B`` is
-  podman's "container not running" and is dropped.
+  podman's "container not running" and is dropped. ``cpu_percent`` of ``podman stats
+  --no-stream`` is the average since the container started, not the CPU of the last second:
+  such a series is detected and turned into per-interval CPU (:func:`interval_cpu`).
 - ``tool_calls.json``: ``[{"timestamp": ISO UTC, "end_timestamp": ISO UTC, "tool", "id",
   "input": {"command": ...}, "result_preview"}, ...]``. Timestamps without a zone are taken as
   UTC. The older format (no ``end_timestamp``/``input``) gets estimated ends, see
@@ -35,6 +37,7 @@ __all__ = [
     "classify_command",
     "estimate_ends",
     "find_traces",
+    "interval_cpu",
     "is_dataset_dir",
     "is_trace_dir",
     "load_dataset",
@@ -190,10 +193,55 @@ def _samples(path: Path, data: Any) -> tuple[list[Sample], dict[str, Any]]:
         if limit:
             limits[limit] += 1
         samples.append(Sample(t, used, cpu))
-    info: dict[str, Any] = {"dropped_samples": dropped}
+    samples.sort(key=lambda x: x.t)
+    converted, source = interval_cpu([x.t for x in samples], [x.cpu_pct for x in samples])
+    for sample, cpu in zip(samples, converted, strict=True):
+        sample.cpu_pct = cpu
+    info: dict[str, Any] = {"dropped_samples": dropped, "cpu_percent_source": source}
     if limits:
         info["mem_limit_bytes"] = limits.most_common(1)[0][0]
     return samples, info
+
+
+#: A cumulative CPU series may lose this much CPU time between samples to podman's rounding
+#: (two values printed to 0.01 percentage points), as a fraction of the elapsed time.
+_CPU_ROUNDING: Final = 0.0001
+#: At most this share of intervals may lose CPU time for a series to count as cumulative.
+_CUMULATIVE_MAX_DROPS: Final = 0.02
+
+
+def interval_cpu(times: list[float], cpus: list[float | None]) -> tuple[list[float | None], str]:
+    """Per-interval CPU percent from podman's ``--no-stream`` series, and what was found.
+
+    With ``--no-stream`` podman prints the average CPU since the container started (there is
+    no previous reading), so ``cpu * (t - start) / 100`` is the CPU time used so far. When the
+    series behaves like that (CPU time never drops by more than rounding in at least 98% of
+    the intervals), it is taken as cumulative from the first sample's time: each sample gets
+    the CPU used since the previous one divided by the gap (the first keeps its own value),
+    from the running maximum of the CPU time, so rounding never gives negative CPU. Returns
+    ``(values, "cumulative")``; any other series is returned unchanged with ``"interval"``
+    (``"none"`` when it has fewer than 3 values).
+    """
+    known = [(t, c) for t, c in zip(times, cpus, strict=True) if c is not None]
+    if len(known) < 3:
+        return list(cpus), "none" if not known else "interval"
+    start = known[0][0]
+    used = [c / 100 * (t - start) for t, c in known]
+    drops = sum(1 for (t, _), a, b in zip(known[1:], used, used[1:], strict=False)
+                if b < a - _CPU_ROUNDING * (t - start) - 1e-9)
+    if drops > _CUMULATIVE_MAX_DROPS * (len(known) - 1):
+        return list(cpus), "interval"
+    out: list[float | None] = []
+    prev_t, prev_used, prev_pct = start, 0.0, known[0][1]
+    for t, c in zip(times, cpus, strict=True):
+        if c is None:
+            out.append(None)
+            continue
+        total = max(prev_used, c / 100 * (t - start))
+        pct = prev_pct if t <= prev_t else 100 * (total - prev_used) / (t - prev_t)
+        out.append(pct)
+        prev_t, prev_used, prev_pct = t, total, pct
+    return out, "cumulative"
 
 
 def _has_zone(text: str) -> bool:

@@ -47,6 +47,7 @@ from agentshim.trace.dataset import (
     IN_PROCESS_CAP_S,
     classify_command,
     estimate_ends,
+    interval_cpu,
     parse_percent,
     parse_podman_size,
     parse_time,
@@ -183,12 +184,14 @@ def test_cpu_average_and_correlation() -> None:
     def trace(mem: list[int], cpu: list[float | None]) -> Trace:
         return Trace("c", [Sample(i, m, c) for i, (m, c) in enumerate(zip(mem, cpu,
                                                                           strict=True))])
-    assert cpu_mem_corr(trace([1, 2, 3, 4], [2, 4, 6, 8])) == pytest.approx(1.0)
-    assert cpu_mem_corr(trace([1, 2, 3, 4], [8, 6, 4, 2])) == pytest.approx(-1.0)
-    assert cpu_mem_corr(trace([1, 2, 3], [1, 3, 2])) == pytest.approx(0.5)
-    assert cpu_mem_corr(trace([1, 2, 3, 9], [1, 3, 2, None])) == pytest.approx(0.5)
-    assert cpu_mem_corr(trace([1, 2, 3], [5, 5, 5])) is None
-    assert cpu_mem_corr(trace([1, 2], [1, 2])) is None
+    assert cpu_mem_corr(trace([101, 102, 103, 104], [2, 4, 6, 8])) == pytest.approx(1.0)
+    assert cpu_mem_corr(trace([101, 102, 103, 104], [8, 6, 4, 2])) == pytest.approx(-1.0)
+    assert cpu_mem_corr(trace([101, 102, 103], [1, 3, 2])) == pytest.approx(0.5)
+    assert cpu_mem_corr(trace([101, 102, 103, 109], [1, 3, 2, None])) == pytest.approx(0.5)
+    # the start-up sample (1 < half the median memory) is left out
+    assert cpu_mem_corr(trace([1, 101, 102, 103, 104], [100, 2, 4, 6, 8])) == pytest.approx(1.0)
+    assert cpu_mem_corr(trace([101, 102, 103], [5, 5, 5])) is None
+    assert cpu_mem_corr(trace([101, 102], [1, 2])) is None
     assert cpu_avg_pct(trace([1, 2], [None, None])) is None
 
 
@@ -274,6 +277,22 @@ def test_podman_sizes_and_percentages() -> None:
         parse_percent("lots")
 
 
+def test_cumulative_cpu_becomes_interval_cpu() -> None:
+    # podman --no-stream: the average since start. CPU time used: 0, 0.5, 0.8, 1.2 s
+    assert interval_cpu([0, 1, 2, 3], [100, 50, 40, 40]) == (
+        [100, pytest.approx(50), pytest.approx(30), pytest.approx(40)], "cumulative")
+    # a rounding dip (0.8 s -> 0.7998 s) never gives negative CPU; the total is kept
+    values, kind = interval_cpu([0, 1, 2, 3, 4], [100, 50, 40, 26.66, 25])
+    assert kind == "cumulative"
+    assert values == [100, pytest.approx(50), pytest.approx(30), 0.0, pytest.approx(20)]
+    assert interval_cpu([0, 1, 2, 3], [100, None, 40, 40]) == (
+        [100, None, pytest.approx(40), pytest.approx(40)], "cumulative")
+    # a series that is not cumulative (CPU time would go down) is kept as it is
+    assert interval_cpu([0, 1, 2, 3, 4], [10, 90, 5, 80, 5]) == ([10, 90, 5, 80, 5], "interval")
+    assert interval_cpu([0, 1], [5, 6]) == ([5, 6], "interval")
+    assert interval_cpu([0, 1], [None, None]) == ([None, None], "none")
+
+
 def test_times() -> None:
     assert parse_time("2026-02-07T10:54:03.975Z") == pytest.approx(1770461643.975)
     assert parse_time("2026-02-07T10:54:03.975+00:00") == pytest.approx(1770461643.975)
@@ -323,7 +342,9 @@ def test_import_units_times_and_new_format(tmp_path: Path) -> None:
     assert [s.t for s in trace.samples] == [_EPOCH, _EPOCH + 1, _EPOCH + 2, _EPOCH + 3]
     assert [s.mem_bytes for s in trace.samples] == [11_680, 185_500_000, 1_500_000_000,
                                                     512 * 1024**2]
-    assert trace.samples[0].cpu_pct == 103.59
+    # cumulative CPU (103.59% at start, then 5% on average since start) -> per interval
+    assert trace.meta["cpu_percent_source"] == "cumulative"
+    assert [round(s.cpu_pct, 6) for s in trace.samples] == [103.59, 5.0, 5.0, 5.0]
     assert trace.meta["dropped_samples"] == 1
     assert trace.meta["mem_limit_bytes"] == 134_500_000_000
     assert trace.meta["image"] == "img:1" and trace.meta["claude_time"] == 12.5
