@@ -355,16 +355,21 @@ static void broker_close(struct broker *b)
 static struct broker conversation;
 
 /*
- * The "start" exchange, run by the child.  Returns the call number, or -1 with
- * b->reason set.  On success *notes points to the broker's notes (or NULL).
+ * The "start" exchange, run by the child.  Returns 0 when the broker accepted
+ * the call, with *call its number (or -1 for a call nested in another call,
+ * which the enclosing call accounts for and which has no end to report) and
+ * *notes the broker's notes (or NULL).  Returns -1 with b->reason set when
+ * the command must run unmanaged.
  */
-static long long broker_start(struct broker *b, const char *socket_path, int timeout,
-			      int argc, char *const argv[], pid_t caller, const char **notes)
+static int broker_start(struct broker *b, const char *socket_path, int timeout,
+			int argc, char *const argv[], pid_t caller,
+			long long *call, const char **notes)
 {
 	struct jsink out;
 	struct jreply r;
 	char *cwd;
 
+	*call = -1;
 	*notes = NULL;
 	if (broker_connect(b, socket_path, timeout) != 0)
 		return -1;
@@ -396,12 +401,13 @@ static long long broker_start(struct broker *b, const char *socket_path, int tim
 		fail(b, "broker refused: %s", r.error && *r.error ? r.error : "no reason given");
 		return -1;
 	}
-	if (!r.has_ok || !r.has_call || r.call < 0) {
+	if (!r.has_ok || !r.has_call) {
 		fail(b, "malformed reply from broker");
 		return -1;
 	}
+	*call = r.call < 0 ? -1 : r.call;
 	*notes = r.notes;
-	return r.call;
+	return 0;
 }
 
 /* The "end" exchange, run by the wrapper after the command finished. */
@@ -537,12 +543,11 @@ static _Noreturn void run_child(const char *real_bash, int argc, char *argv[], i
 {
 	struct broker *b = &conversation;
 	const char *notes = NULL;
-	long long call;
+	long long call = -1;
 
-	call = broker_start(b, env_or("AGENTSHIM_SOCKET", DEFAULT_SOCKET), timeout_ms(),
-			    argc, argv, caller, &notes);
-	if (call >= 0) {
-		while (write(report_fd, &call, sizeof(call)) < 0 && errno == EINTR)
+	if (broker_start(b, env_or("AGENTSHIM_SOCKET", DEFAULT_SOCKET), timeout_ms(),
+			 argc, argv, caller, &call, &notes) == 0) {
+		while (call >= 0 && write(report_fd, &call, sizeof(call)) < 0 && errno == EINTR)
 			;
 		if (notes && *notes) {
 			flatten((char *)notes);	/* points into our own reply buffer */

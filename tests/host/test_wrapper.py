@@ -584,6 +584,15 @@ def test_bad_start_replies_run_unmanaged(
     assert broker.ops("end") == []  # call -1: nothing to end
 
 
+def test_nested_call_runs_without_warning_or_end(wrapper: Path, broker: Broker) -> None:
+    """agentshimd answers call -1 to a tool call made from inside another call: the enclosing
+    call's cgroup keeps it, and there is nothing to end."""
+    broker.reply = lambda req: {"ok": True, "call": -1, "nested": True, "notes": ""}
+    res = run(wrapper, ["-c", "echo ran"], broker.path)
+    assert (res.returncode, res.stdout, res.stderr) == (0, b"ran\n", b"")
+    assert len(broker.ops("start")) == 1 and broker.ops("end") == []
+
+
 def test_reply_without_trailing_newline_is_accepted(wrapper: Path, broker: Broker) -> None:
     broker.reply = lambda req: json.dumps(default_reply(req)).encode()
     res = run(wrapper, ["-c", "echo ran"], broker.path)
