@@ -278,6 +278,7 @@ def test_tool_call_is_registered_with_full_argv(
         broker.path,
         cwd=tmp_path,
         AGENTSHIM_INTENT="run the unit tests",
+        HOME=str(tmp_path),  # login shells: no user profile of this host (pyenv & co.)
     )
     assert res.returncode == 0, res.stderr
     assert res.stderr == b""
@@ -529,7 +530,7 @@ def test_end_failure_is_one_warning_and_keeps_the_status(wrapper: Path, broker: 
 
 def test_no_socket_runs_unmanaged(wrapper: Path, sockdir: Path) -> None:
     path = str(sockdir / "missing.sock")
-    res = run(wrapper, ["-lc", "echo still-ran; exit 4"], path)
+    res = run(wrapper, ["-lc", "echo still-ran; exit 4"], path, HOME=str(sockdir))
     assert res.returncode == 4
     assert res.stdout.decode().splitlines()[-1] == "still-ran"
     assert stderr_lines(res) == [f"agentshim: running unmanaged (no broker socket at {path})"]
