@@ -277,7 +277,9 @@ def cpu_mem_corr(trace: Trace) -> float | None:
     mem = np.array([p[1] for p in pairs], dtype=float)
     if np.ptp(cpu) == 0 or np.ptp(mem) == 0:
         return None
-    return float(np.corrcoef(cpu, mem)[0, 1])
+    with np.errstate(all="ignore"):
+        r = float(np.corrcoef(cpu, mem)[0, 1])
+    return r if math.isfinite(r) else None
 
 
 def spread(values: Iterable[float | None]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -10,14 +11,23 @@ import click
 from agentshim.report import DEFAULT_BURST_MB, build_report, format_text
 from agentshim.trace import TraceError, find_traces, load_trace
 
+#: Largest --burst-mb accepted (1 PB): keeps the option finite.
+MAX_BURST_MB = 1e9
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of MB")
+    return value
+
 
 @click.command("report")
 @click.argument("traces", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write PNG figures into this directory (created if needed).")
-@click.option("--burst-mb", type=click.FloatRange(min=0, min_open=True),
-              default=DEFAULT_BURST_MB, show_default=True,
+@click.option("--burst-mb", type=click.FloatRange(min=0, max=MAX_BURST_MB, min_open=True),
+              default=DEFAULT_BURST_MB, show_default=True, callback=_finite,
               help="A burst is memory above the framework baseline by more than this (MB).")
 def report(traces: tuple[Path, ...], as_json: bool, plots_dir: Path | None,
            burst_mb: float) -> None:

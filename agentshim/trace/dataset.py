@@ -90,7 +90,10 @@ def parse_podman_size(text: str | int | float) -> int:
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _SIZE_UNITS:
         raise ValueError(f"bad size {text!r} (expected e.g. '185.5MB', '1.2GB', '512MiB')")
-    return round(float(match.group(1)) * _SIZE_UNITS[unit])
+    value = float(match.group(1)) * _SIZE_UNITS[unit]
+    if not math.isfinite(value):
+        raise ValueError(f"bad size {text!r} (too large)")
+    return round(value)
 
 
 def parse_percent(text: str | int | float | None) -> float | None:
@@ -420,6 +423,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Trace:
 def find_traces(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Trace directories named by ``paths``: a trace directory itself, or every trace
     directory below a folder (searched recursively, sorted, not descending into traces).
+    A directory reached twice is listed once, where it was first met.
 
     Raises :class:`TraceError` for a path that does not exist or holds no trace.
     """
@@ -446,4 +450,11 @@ def find_traces(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             raise TraceError(f"{path}: no trace directories found (expected directories "
                              f"holding {RESOURCES} + {TOOL_CALLS}, or {OWN_META})")
         found.extend(sorted(below))
-    return found
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for path in found:  # the same task named twice (or via two folders) is reported once
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique

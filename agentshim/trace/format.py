@@ -55,11 +55,14 @@ def _write_atomic(path: Path, text: str) -> None:
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
     """Write ``trace`` into directory ``path`` (created if needed) in format version 1.
 
-    Raises ValueError if the trace holds non-finite numbers or non-JSON metadata.
+    ``meta["path"]`` is not stored (reading sets it to the directory read). Raises ValueError
+    if the trace holds non-finite numbers, TypeError for metadata JSON cannot hold.
     """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "version": VERSION, "name": trace.name, "meta": trace.meta}
+    # "path" is where a trace was read from, not part of it: read_trace sets it again
+    kept = {k: v for k, v in trace.meta.items() if k != "path"}
+    meta = {"format": FORMAT, "version": VERSION, "name": trace.name, "meta": kept}
     samples = "".join(
         _dump({"t": s.t, "mem_bytes": s.mem_bytes, "cpu_pct": s.cpu_pct}) + "\n"
         for s in trace.samples)
@@ -202,7 +205,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         events=_parse(root / EVENTS, _event) if (root / EVENTS).exists() else [],
     )
     trace.meta.setdefault("source_format", FORMAT)
-    trace.meta.setdefault("path", str(root))
+    trace.meta["path"] = str(root)
     return trace.sort()
 
 

@@ -267,7 +267,7 @@ def test_podman_sizes_and_percentages() -> None:
     assert parse_podman_size("4KiB") == 4096
     assert parse_podman_size(" 2 GB ") == 2_000_000_000
     assert parse_podman_size(1234) == 1234
-    for bad in ("", "MB", "12XB", "-5MB", "1.2.3MB", None, True):
+    for bad in ("", "MB", "12XB", "-5MB", "1.2.3MB", "1e400MB", None, True, float("inf")):
         with pytest.raises(ValueError):
             parse_podman_size(bad)  # type: ignore[arg-type]
     assert parse_percent("60.78%") == 60.78
@@ -458,6 +458,7 @@ def test_find_traces(tmp_path: Path) -> None:
     (tmp_path / "set" / "not-a-task").mkdir()
     assert find_traces([tmp_path / "set"]) == [b, a, c]
     assert find_traces([a, tmp_path / "set" / "deeper"]) == [a, c]
+    assert find_traces([a, tmp_path / "set", a]) == [a, b, c]
     with pytest.raises(TraceError, match="no such file"):
         find_traces([tmp_path / "nope"])
     with pytest.raises(TraceError, match="no trace directories found"):
@@ -498,6 +499,8 @@ def test_import_then_save_keeps_everything(tmp_path: Path) -> None:
     again = load_trace(write_trace(trace, tmp_path / "own"))
     assert again.samples == trace.samples and again.calls == trace.calls
     assert again.meta["ends_estimated"] == 1
+    assert again.meta["source_format"] == "dataset"  # provenance kept
+    assert again.meta["path"] == str(tmp_path / "own")  # where it was read from
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
@@ -589,8 +592,9 @@ def test_command_errors_without_traceback(tmp_path: Path) -> None:
     res = runner.invoke(report_cmd, [str(task)])
     assert res.exit_code == 1
     assert f"Error: {task / 'resources.json'}: sample 0: bad size" in res.output
-    res = runner.invoke(report_cmd, [str(tmp_path), "--burst-mb", "0"])
-    assert res.exit_code == 2
+    for bad in ("0", "-1", "inf", "nan", "1e400", "lots"):
+        res = runner.invoke(report_cmd, [str(tmp_path), "--burst-mb", bad])
+        assert res.exit_code == 2, (bad, res.output)
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     good = _two_tasks(tmp_path / "g")
