@@ -491,7 +491,7 @@ static void forwarded_set(sigset_t *set)
 static void stop_like_child(int sig, pid_t child)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL }, old;
-	sigset_t one;
+	sigset_t one, mask;
 
 	if (getpid() == 1)
 		return;			/* init cannot stop itself */
@@ -499,8 +499,9 @@ static void stop_like_child(int sig, pid_t child)
 	sigaddset(&one, sig);
 	if (sig != SIGSTOP)
 		sigaction(sig, &dfl, &old);
-	sigprocmask(SIG_UNBLOCK, &one, NULL);
+	sigprocmask(SIG_UNBLOCK, &one, &mask);
 	raise(sig);			/* stopped here until SIGCONT */
+	sigprocmask(SIG_SETMASK, &mask, NULL);
 	if (sig != SIGSTOP)
 		sigaction(sig, &old, NULL);
 	kill(child, SIGCONT);
