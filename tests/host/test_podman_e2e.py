@@ -5,9 +5,11 @@ Needs: root, podman with runc (setup-host.sh), the test image (tests/images/), a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,16 +35,34 @@ def podman(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def hooks_dir(tmp_path_factory) -> Path:
+    """hooks.d JSON pointing at this checkout, with private run/state dirs passed to the hooks
+    (and so to the agentshimd they start), stopped at the end."""
     if os.geteuid() != 0 or shutil.which("podman") is None:
         pytest.skip("needs root and podman (run packaging/setup-host.sh)")
     subprocess.run(["make", "-s", "-C", str(REPO / "wrapper")], check=True)
     subprocess.run([str(REPO / "tests/images/build-test-image.sh")], check=True)
     d = tmp_path_factory.mktemp("hooks.d")
+    private = tmp_path_factory.mktemp("agentshim")
+    env = {"AGENTSHIM_RUN_DIR": str(private / "run"),
+           "AGENTSHIM_STATE_DIR": str(private / "state")}
     agentshim = Path(sys.executable).parent / "agentshim"
     for tmpl in (REPO / "hooks").glob("*.json.in"):
-        (d / tmpl.name.removesuffix(".in")).write_text(
-            tmpl.read_text().replace("@AGENTSHIM@", str(agentshim)))
-    return d
+        spec = json.loads(tmpl.read_text().replace("@AGENTSHIM@", str(agentshim)))
+        spec["hook"]["env"] = [f"{k}={v}" for k, v in env.items()] + [
+            f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}"]
+        (d / tmpl.name.removesuffix(".in")).write_text(json.dumps(spec))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield d
+    lock = private / "run" / "agentshimd.lock"
+    if lock.exists() and lock.read_text().strip().isdigit():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(lock.read_text()), signal.SIGTERM)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture
