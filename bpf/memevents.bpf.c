@@ -25,9 +25,11 @@
  *   HIGH     memory.high breached: memcg reclaim begun inside memory.high handling
  *            (kprobe+kretprobe on mem_cgroup_handle_over_high, which 6.1 calls on every
  *            return to user with TIF_NOTIFY_RESUME, over high or not); duration = time the
- *            handlings took (reclaim + penalty sleep).
+ *            handlings took (reclaim + penalty sleep). count matches memory.events "high".
  *   MAX      a charge hit a hard limit: memcg direct reclaim begun by the charging task
- *            (vmscan:mm_vmscan_memcg_reclaim_begin) outside memory.high handling.
+ *            (vmscan:mm_vmscan_memcg_reclaim_begin) outside memory.high handling. count
+ *            matches memory.events "max" (v1 memory.failcnt, which also counts failed
+ *            batch charges retried without reclaim, is an upper bound).
  *   RECLAIM  memcg reclaim done (begin..end, in the task): value = bytes reclaimed,
  *            duration = time spent reclaiming.
  *   OOM      oom:mark_victim (pid/comm of the victim, value = its rss in bytes), or kprobe
@@ -341,9 +343,7 @@ int ashim_rclm_begin(struct tracepoint__vmscan__mm_vmscan_memcg_reclaim_begin *a
 #ifdef USE_KPROBE_OVER_HIGH
     struct hstate *h = high_start.lookup(&id);
     if (h && now - h->ts < STALE_NS) {
-        /* reclaim inside memory.high handling: the breach. Counted once per handling. */
-        if (h->hit)
-            return 0;
+        /* reclaim inside memory.high handling: the breach (one per memory.events "high") */
         h->hit = 1;
         struct cgstate *hs = watched_state(cgid, EV_HIGH);
         if (hs)

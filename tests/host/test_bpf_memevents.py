@@ -249,7 +249,9 @@ def test_nested_call_over_its_limit_reports_max_reclaim_oom_exec_exit(hybrid, sc
     assert not of(events, EventType.HIGH)  # no source here
     # order: the limit is hit (MAX) before the kill (OOM), both after the exec
     assert exe[0].ts_ns < maxes[0].ts_ns < oom[0].ts_ns
-    assert call.memory_events().max > 0  # the kernel's own count agrees a limit was hit
+    # v1 memory.failcnt also counts failed batch charges retried page-sized without reclaim,
+    # so it is an upper bound here (on v2, MAX equals memory.events "max": tests/v2)
+    assert 0 < sum(e.count for e in maxes) <= call.memory_events().max
 
 
 def test_v1_high_budget_reports_max_and_reclaim_but_no_oom(hybrid, scratch, mev, execs):
