@@ -9,6 +9,7 @@ from agentshim.bpf.hooks import (
     Attach,
     HookPlan,
     detect_hook_points,
+    plan_description,
 )
 from agentshim.bpf.loader import (
     BpfCompileError,
@@ -21,5 +22,5 @@ from agentshim.bpf.loader import (
 
 __all__ = [
     "DEFAULT_TYPES", "EVENT_TYPES", "Attach", "BpfCompileError", "BpfError", "BpfUnavailable",
-    "EventType", "HookPlan", "MemEvent", "MemEvents", "detect_hook_points",
+    "EventType", "HookPlan", "MemEvent", "MemEvents", "detect_hook_points", "plan_description",
 ]

@@ -81,15 +81,17 @@ class HookPlan:
     symbol_source: str = "none"
     ringbuf: bool = False
     notes: tuple[str, ...] = field(default=())
+    requested: tuple[str, ...] = EVENT_TYPES
 
     @property
     def event_types(self) -> list[str]:
-        """Event types some hook produces, in EVENT_TYPES order."""
-        have = {t for t, src in self.sources if src}
-        return [t for t in EVENT_TYPES if t in have]
+        """Event types requested and produced by some hook, in EVENT_TYPES order."""
+        return [t for t in EVENT_TYPES if self.source_of(t)]
 
     def source_of(self, event_type: str) -> str:
-        """Where events of a type come from ('' when this kernel offers no source)."""
+        """Where events of a type come from ('' when not requested or no source here)."""
+        if event_type not in self.requested:
+            return ""
         return dict(self.sources).get(event_type, "")
 
     def cflags(self) -> list[str]:
@@ -110,8 +112,8 @@ class HookPlan:
             hooks.add("HIGH")  # without the memory.high hook, high reclaim would look like MAX
         attach = tuple(a for a in self.attach if a.event_type in hooks)
         defines = _defines_for(attach, self.defines)
-        sources = tuple((t, s if t in keep else "") for t, s in self.sources)
-        return replace(self, attach=attach, defines=defines, sources=sources)
+        requested = tuple(t for t in EVENT_TYPES if t in keep)
+        return replace(self, attach=attach, defines=defines, requested=requested)
 
     def describe(self) -> str:
         """Human-readable summary (shown by `agentshim doctor`)."""
@@ -121,8 +123,13 @@ class HookPlan:
                  f"symbols from {self.symbol_source}; "
                  f"{'ring buffer' if self.ringbuf else 'perf buffer'} output"]
         for t, src in self.sources:
-            agg = ", aggregated" if src and t in AGGREGATED else ""
-            lines.append(f"  {t:<8} {src + agg if src else '-- not loaded / no source here'}")
+            if not src:
+                lines.append(f"  {t:<8} -- no source on this kernel")
+            elif t not in self.requested:
+                lines.append(f"  {t:<8} -- not requested (available: {src})")
+            else:
+                agg = ", aggregated" if t in AGGREGATED else ""
+                lines.append(f"  {t:<8} {src}{agg}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -246,12 +253,16 @@ def ringbuf_supported(release: str, kallsyms: Path = KALLSYMS) -> bool:
 
 def detect_hook_points(tracefs: Path = TRACEFS, *, kallsyms: Path = KALLSYMS,
                        kprobe_pmu: Path = KPROBE_PMU, release: str | None = None,
-                       memory_v1: bool | None = None, mount: bool = True) -> HookPlan:
+                       memory_v1: bool | None = None, mount: bool = True,
+                       disable: Iterable[str] = ()) -> HookPlan:
     """Choose the hook points for this kernel (see the module docstring).
 
     memory_v1: True on hybrid hosts (v1 memory controller, no memory.high anywhere), used
     only to word the notes. With mount=True a missing tracefs is mounted (root only).
+    disable: tracepoints ('system:event') or kernel functions to treat as absent, to work
+    around a misbehaving hook or to exercise a fallback.
     """
+    off = set(disable)
     release = release or os.uname().release
     tfs = ensure_tracefs(tracefs, mount=mount) if mount else (
         tracefs if (tracefs / "events").is_dir() else None)
@@ -262,15 +273,17 @@ def detect_hook_points(tracefs: Path = TRACEFS, *, kallsyms: Path = KALLSYMS,
     def sym(role: str) -> str | None:
         if not can_kprobe:
             return None
-        return next((s for s in KPROBE_CANDIDATES[role] if s in symbols), None)
+        return next((s for s in KPROBE_CANDIDATES[role] if s in symbols and s not in off), None)
 
     def fields(name: str) -> dict[str, str] | None:
-        return tracepoint_fields(tfs, name) if tfs else None
+        return tracepoint_fields(tfs, name) if tfs and name not in off else None
 
     attach: list[Attach] = []
     field_defines: list[str] = []
     sources: dict[str, str] = dict.fromkeys(EVENT_TYPES, "")
     notes: list[str] = []
+    if off:
+        notes.append("disabled on request: " + ", ".join(sorted(off)))
     if tfs is None:
         notes.append("tracefs is not mounted: no tracepoint can be attached "
                      "(mount -t tracefs tracefs /sys/kernel/tracing)")
@@ -338,3 +351,16 @@ def detect_hook_points(tracefs: Path = TRACEFS, *, kallsyms: Path = KALLSYMS,
                     sources=tuple(sources.items()), kernel=release, tracefs=tfs,
                     kprobes_supported=can_kprobe, symbol_source=sym_source, ringbuf=ringbuf,
                     notes=tuple(notes))
+
+
+def plan_description(types: Iterable[str] | None = None, tracefs: Path = TRACEFS) -> str:
+    """What MemEvents would attach here, without compiling anything (for `agentshim doctor`;
+    needs no bcc, reads tracefs and kallsyms, so root gives the full picture)."""
+    from agentshim.cgroups import detect_layout
+
+    try:
+        memory_v1: bool | None = detect_layout().memory_v1
+    except OSError:
+        memory_v1 = None
+    plan = detect_hook_points(tracefs, memory_v1=memory_v1, mount=False)
+    return plan.only(DEFAULT_TYPES if types is None else types).describe()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agentshim import paths
-from agentshim.bpf.hooks import DEFAULT_TYPES, HookPlan, detect_hook_points
+from agentshim.bpf.hooks import AGGREGATED, DEFAULT_TYPES, Attach, HookPlan, detect_hook_points
 
 #: The BPF C text, in the checkout (bpf/) or where packages install it.
 SOURCE_CANDIDATES = (paths.REPO / "bpf" / "memevents.bpf.c",
@@ -80,6 +80,7 @@ SOURCES = {
     9: "kprobe mem_cgroup_out_of_memory",
 }
 TAIL = "aggregate tail"
+SRC_KP_MEMCG_OOM = 9  # aggregated, unlike the other OOM source
 
 
 class _CEvent(ct.Structure):
@@ -104,7 +105,9 @@ class _CEvent(ct.Structure):
 class MemEvent:
     """One event. value is in bytes: charged (CHARGE), reclaimed (RECLAIM), the victim's rss
     (OOM from mark_victim); 0 otherwise. count: occurrences aggregated into this event;
-    duration_ns: reclaim time (RECLAIM) or memory.high throttle time (HIGH) they took."""
+    duration_ns: reclaim time (RECLAIM) or memory.high throttle time (HIGH) they took. A
+    HIGH tail may have count 0: the throttle time of handlings that ended after the last
+    HIGH event. Tails (source ending in "aggregate tail") have pid 0 and no comm."""
 
     type: EventType
     cgroup_id: int
@@ -183,6 +186,8 @@ class MemEvents:
         self.lost = 0
         self.failed: dict[str, str] = {}
         self._pending: list[MemEvent] = []
+        #: (cgroup id, type) pairs of aggregated events seen lately: where tails can be
+        self._active: set[tuple[int, int]] = set()
         self._slots: dict[int, Path] = {}
         self._gen = 1
         self._last_sweep = 0
@@ -192,13 +197,12 @@ class MemEvents:
             f"-DPAGE_BYTES={page}", f"-DRINGBUF_PAGES={ringbuf_pages}",
         ] + (["-DUSE_RINGBUF"] if self.ringbuf else [])
         text = _source_text(source)
+        err: Exception | None = None
         with _captured_stderr() as log:
             try:
                 self._bpf = bcc.BPF(text=text.encode(), cflags=cflags)
             except Exception as e:
-                err: Exception = e
-            else:
-                err = None  # type: ignore[assignment]
+                err = e
         if err is not None:
             raise BpfCompileError(f"compiling bpf/memevents.bpf.c failed: {err}",
                                   "".join(log)) from err
@@ -216,33 +220,50 @@ class MemEvents:
         kinds = {"tracepoint": bcc.BPF.TRACEPOINT, "kprobe": bcc.BPF.KPROBE,
                  "kretprobe": bcc.BPF.KPROBE}
         for a in self.plan.attach:  # load every program first: verifier errors are bugs
+            err: Exception | None = None
             with _captured_stderr() as log:
                 try:
                     self._bpf.load_func(a.fn_name.encode(), kinds[a.kind])
                 except Exception as e:
-                    err: Exception | None = e
-                else:
-                    err = None
+                    err = e
             if err is not None:
                 raise BpfCompileError(f"the kernel refused BPF program {a.fn_name}: {err}",
                                       "".join(log)) from err
-        attached = 0
+        attached: list[Attach] = []
         for a in self.plan.attach:  # a hook that vanished is skipped, not fatal
             with _captured_stderr() as log:
                 try:
-                    target, fn = a.target.encode(), a.fn_name.encode()
-                    if a.kind == "tracepoint":
-                        self._bpf.attach_tracepoint(tp=target, fn_name=fn)
-                    elif a.kind == "kprobe":
-                        self._bpf.attach_kprobe(event=target, fn_name=fn)
-                    else:
-                        self._bpf.attach_kretprobe(event=target, fn_name=fn)
-                    attached += 1
+                    self._attach(a, detach=False)
+                    attached.append(a)
                 except Exception as e:
                     self.failed[f"{a.kind}:{a.target}"] = f"{e} {''.join(log).strip()}"
+        # memory.high entry without its return (or the reverse) would misfile reclaims
+        high = [a for a in attached if a.fn_name in ("ashim_kp_high", "ashim_kr_high")]
+        if len(high) == 1:
+            with _captured_stderr(), contextlib.suppress(Exception):
+                self._attach(high[0], detach=True)
+            attached.remove(high[0])
+            self.failed[f"{high[0].kind}:{high[0].target}"] = "detached: its pair failed"
         if not attached:
             raise BpfUnavailable("no hook point could be attached: "
                                  + "; ".join(f"{k}: {v}" for k, v in self.failed.items()))
+
+    def _attach(self, a: Attach, detach: bool) -> None:
+        target, fn = a.target.encode(), a.fn_name.encode()
+        if a.kind == "tracepoint":
+            if detach:
+                self._bpf.detach_tracepoint(target)
+            else:
+                self._bpf.attach_tracepoint(tp=target, fn_name=fn)
+        elif a.kind == "kprobe":
+            if detach:
+                self._bpf.detach_kprobe(target, fn)
+            else:
+                self._bpf.attach_kprobe(event=target, fn_name=fn)
+        elif detach:
+            self._bpf.detach_kretprobe(target, fn)
+        else:
+            self._bpf.attach_kretprobe(event=target, fn_name=fn)
 
     def _open_output(self) -> None:
         table = self._bpf[b"events"]
@@ -259,6 +280,8 @@ class MemEvents:
         etype = EventType(c.type)
         if etype.name not in self.types:
             return
+        if etype.name in AGGREGATED or c.source == SRC_KP_MEMCG_OOM:
+            self._active.add((c.cgroup_id, c.type))
         self._pending.append(MemEvent(
             type=etype, cgroup_id=c.cgroup_id, pid=c.pid,
             comm=c.comm.decode(errors="replace"), value=c.value, ts_ns=c.ts_ns,
@@ -343,24 +366,35 @@ class MemEvents:
         return out
 
     def _sweep_tails(self, now: int) -> None:
-        """Send what aggregation holds back for (cgroup, type) pairs quiet for a period."""
+        """Send what aggregation holds back for (cgroup, type) pairs quiet for a period.
+
+        The kernel sends the first occurrence after a quiet period at once, so only pairs
+        that sent an event lately can hold a remainder: those are looked up, nothing else.
+        The kernel's last_emit is left alone, so the next occurrence after the quiet
+        period again goes out at once (and puts the pair back on the list).
+        """
         table = self._bpf[b"cgstate"]
-        for key, st in list(table.items()):
+        for cgid, etype_value in list(self._active):
+            key = table.Key(cgroup_id=cgid, type=etype_value)
+            try:
+                st = table[key]
+            except KeyError:
+                self._active.discard((cgid, etype_value))
+                continue
+            quiet = now - st.last_seen
+            if not st.count and not st.dur:  # dur: HIGH handlings that ended since
+                if quiet >= 2 * self.rate_ns:
+                    self._active.discard((cgid, etype_value))
+                continue
             slot1 = st.gen_slot & 0xFFFFFFFF
-            if not st.count or slot1 - 1 not in self._slots:
+            if quiet < self.rate_ns or slot1 - 1 not in self._slots:
                 continue
-            if now - st.last_seen < self.rate_ns:
-                continue
-            count, value, dur = st.count, st.value, st.dur
-            etype = EventType(key.type)
-            if etype.name not in self.types:
-                continue
+            etype = EventType(etype_value)
             self._pending.append(MemEvent(
-                type=etype, cgroup_id=key.cgroup_id, pid=0, comm="", value=value,
-                ts_ns=st.last_seen, duration_ns=dur, count=count,
+                type=etype, cgroup_id=cgid, pid=0, comm="", value=st.value,
+                ts_ns=st.last_seen, duration_ns=st.dur, count=st.count,
                 source=f"{self.plan.source_of(etype.name)} ({TAIL})", slot=slot1 - 1))
             st.count, st.value, st.dur = 0, 0, 0
-            st.last_emit = now
             with contextlib.suppress(Exception):
                 table[key] = st
 

@@ -35,6 +35,7 @@ from agentshim.bpf import (  # noqa: E402
     MemEvent,
     MemEvents,
     detect_hook_points,
+    plan_description,
 )
 from agentshim.bpf import loader as loader_mod  # noqa: E402
 
@@ -154,6 +155,8 @@ def test_plan_matches_what_this_kernel_offers(hybrid):
         assert any("HIGH" in n for n in plan.notes)
     assert "-DHAVE_TP_SCHED_EXEC" in plan.cflags()
     assert {"MAX", "RECLAIM", "OOM", "EXEC", "EXIT"} <= set(plan.event_types)
+    text = plan_description()  # what doctor shows, without compiling
+    assert "MAX" in text and "CHARGE   -- " in text  # not requested, or no source
 
 
 def _fake_tracefs(root: Path, events: dict[str, str]) -> Path:

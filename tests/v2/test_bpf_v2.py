@@ -29,7 +29,13 @@ except ImportError as e:  # pragma: no cover - depends on the machine
     pytest.skip(f"bcc is not importable ({e}): apt-get install python3-bpfcc",
                 allow_module_level=True)
 
-from agentshim.bpf import EVENT_TYPES, EventType, MemEvent, MemEvents  # noqa: E402
+from agentshim.bpf import (  # noqa: E402
+    EVENT_TYPES,
+    EventType,
+    MemEvent,
+    MemEvents,
+    detect_hook_points,
+)
 
 MB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
@@ -243,3 +249,22 @@ def test_close_unloads_every_program(v2):
         left = [p["id"] for p in json.loads(out or "[]") if p["id"] in ids]
         time.sleep(0.1)
     assert not left, f"programs still loaded after close(): {left}"
+
+
+def test_oom_falls_back_to_the_memcg_oom_kprobe(v2, scratch, execs):
+    plan = detect_hook_points(memory_v1=False, disable={"oom:mark_victim"})
+    if not plan.source_of("OOM").startswith("kprobe"):
+        pytest.skip("no kprobe on mem_cgroup_out_of_memory here")
+    with MemEvents(plan, types=["OOM", "MAX"]) as m:
+        tree = container(scratch)
+        call, sub = nested_call(tree, 1, MemoryLimits(max=64 * MB))
+        hog = execs("alloc", "--mb", "300", "--step-mb", "8")
+        sub.move(hog.pid)
+        with watching(m, tree.root):
+            hog.go()
+            events = collect(m, lambda: hog.proc.poll() is not None)
+    assert hog.proc.returncode == -9
+    oom = of(events, EventType.OOM, sub.id)
+    assert oom and oom[0].pid == hog.pid  # the task that invoked the memcg OOM killer
+    assert sum(e.count for e in oom) == events_file(call)["oom"]
+    assert {e.type for e in events} <= {EventType.OOM, EventType.MAX}
