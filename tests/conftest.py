@@ -3,6 +3,7 @@ real workload processes that wait to be moved into a cgroup before they start.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -129,3 +130,15 @@ def wait_counting(path: Path, timeout_s: float = 30.0) -> None:
     while read_counter(path) == 0:
         assert time.monotonic() < deadline, f"counter {path} never started"
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_parent() -> Iterator[None]:
+    """Remove the shared agentshim.test parent cgroup at the end, when the tests left it empty."""
+    yield
+    if os.geteuid() != 0:
+        return
+    parent = Cgroup.at(detect_layout(), TEST_PARENT)
+    if any(d.exists() for d in parent.dirs.values()) and not parent.children():
+        with contextlib.suppress(OSError):
+            parent.remove(missing_ok=True)
