@@ -72,28 +72,9 @@ class ManagedContainer:
 
 
 def command_of(argv: list[str]) -> str:
-    """The command string of a bash tool-call argv (the word after the -c option cluster)."""
-    takes_arg = {"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}
-    i, seen_c = 1, False
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            i += 1
-            break
-        if a in takes_arg:
-            i += 2
-            continue
-        if a.startswith("--"):
-            i += 1
-            continue
-        if a.startswith(("-", "+")) and len(a) > 1:
-            seen_c = seen_c or "c" in a[1:]
-            i += 1
-            continue
-        break
-    if seen_c and i < len(argv):
-        return argv[i]
-    return shlex.join(argv[1:])
+    """The command string of a bash tool-call argv (its -c script), else the argv joined."""
+    script = pol.shell_script(argv)
+    return script if script is not None else shlex.join(argv[1:])
 
 
 def within(child: Path, root: Path) -> bool:

@@ -57,6 +57,7 @@ __all__ = [
     "parse_intent",
     "policy_from_annotations",
     "real_commands",
+    "shell_script",
     "validate",
 ]
 
@@ -1039,8 +1040,12 @@ def _skip_options(words: list[str], i: int, with_value: frozenset[str], position
     return min(i + positional, len(words))
 
 
-def _shell_script(words: list[str], heredoc: str | None) -> str | None:
-    """The script a shell invocation runs: its -c argument, or a here-doc fed to it."""
+def shell_script(words: Sequence[str], heredoc: str | None = None) -> str | None:
+    """The script a shell invocation (argv) runs: its -c argument, or a here-doc fed to it.
+
+    Options follow bash: ``c`` in any cluster (``-c``, ``-lc``, ``+c``) makes it a command
+    string, each ``o``/``O`` in a cluster takes the next word, ``--`` ends the options.
+    """
     i, seen_c = 1, False
     while i < len(words):
         arg = words[i]
@@ -1054,9 +1059,9 @@ def _shell_script(words: list[str], heredoc: str | None) -> str | None:
             i += 1
             continue
         if arg[:1] in ("-", "+") and len(arg) > 1:
-            if arg[0] == "-" and "c" in arg[1:]:
-                seen_c = True
-            i += 2 if ("o" in arg[1:] or "O" in arg[1:]) else 1
+            flags = arg[1:]
+            seen_c = seen_c or "c" in flags
+            i += 1 + flags.count("o") + flags.count("O")
             continue
         break
     if seen_c:
@@ -1090,7 +1095,7 @@ def _unwrap(cmd: _Simple, depth: int) -> list[list[str]]:
     base = _base(rest[0])
     if depth < _MAX_DEPTH:
         if base in _SHELLS:
-            script = _shell_script(rest, cmd.heredoc)
+            script = shell_script(rest, cmd.heredoc)
             if script is not None:
                 return _commands(script, depth + 1)
         elif base == "eval":

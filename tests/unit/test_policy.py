@@ -26,6 +26,7 @@ from agentshim.policy import (
     parse_intent,
     policy_from_annotations,
     real_commands,
+    shell_script,
     validate,
 )
 from agentshim.units import UNLIMITED
@@ -760,3 +761,17 @@ def test_grant_unknown_category_is_other(default_policy: Policy) -> None:
     got = grant(default_policy, "mystery", None)
     assert got.memory == default_policy.category_memory("other")
     assert got.notes == ["unknown category 'mystery'; treated as other"]
+
+
+@pytest.mark.parametrize(("argv", "script"), [
+    (["bash", "-c", "-l", "X"], "X"),            # Claude Code
+    (["bash", "-lc", "Y"], "Y"),                 # Codex
+    (["bash", "--login", "-c", "Z"], "Z"),
+    (["bash", "-o", "pipefail", "-c", "W"], "W"),
+    (["bash", "+c", "P"], "P"),                  # bash takes +c as -c
+    (["bash", "-ooc", "pipefail", "errexit", "Q"], "Q"),  # each o takes a word
+    (["bash", "script.sh"], None),
+    (["bash", "-c"], None),
+])
+def test_shell_script_follows_bash_options(argv, script):
+    assert shell_script(argv) == script
