@@ -17,6 +17,7 @@ import pytest
 from agentshim.cgroups import Cgroup, Layout, detect_layout
 
 TEST_PARENT = "agentshim.test"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +95,43 @@ class Workload:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+class Exec:
+    """A shell held until go() that then execs the workload (so an exec event names python and
+    the memory is charged to the cgroup the shell was moved to)."""
+
+    def __init__(self, *args: str) -> None:
+        script = 'read _; exec "$0" -m agentshim.workload "$@"'
+        self.proc = subprocess.Popen(["/bin/sh", "-c", script, sys.executable, *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, cwd=REPO)
+        self.pid = self.proc.pid
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def execs() -> Iterator[Callable[..., Exec]]:
+    """Factory of Exec processes; all are killed at teardown."""
+    made: list[Exec] = []
+
+    def make(*args: str) -> Exec:
+        e = Exec(*args)
+        made.append(e)
+        return e
+
+    yield make
+    for e in made:
+        e.stop()
 
 
 @pytest.fixture

@@ -8,18 +8,17 @@ HIGH has no source (no kprobes, and v1 has no memory.high).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget
+from agentshim.cgroups import MemoryLimits
 
 try:
     import bcc  # noqa: F401
@@ -32,74 +31,14 @@ from agentshim.bpf import (  # noqa: E402
     BpfCompileError,
     BpfUnavailable,
     EventType,
-    MemEvent,
     MemEvents,
     detect_hook_points,
     plan_description,
 )
 from agentshim.bpf import loader as loader_mod  # noqa: E402
+from tests.bpf_support import MB, collect, container, of, watching  # noqa: E402
 
-MB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-def collect(mev: MemEvents, done: Callable[[], bool], timeout_s: float = 30.0,
-            settle_s: float = 0.3) -> list[MemEvent]:
-    """Poll until done() (then settle_s more, for aggregated tails) or the timeout."""
-    out: list[MemEvent] = []
-    deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline:
-        out += mev.poll(50)
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        out += mev.poll(50)
-    return out
-
-
-def of(events: list[MemEvent], etype: EventType, cgroup_id: int | None = None) -> list[MemEvent]:
-    return [e for e in events if e.type == etype
-            and (cgroup_id is None or e.cgroup_id == cgroup_id)]
-
-
-class Exec:
-    """A shell held in a cgroup that, on go(), execs the allocation workload: the EXEC event
-    then names python, and the memory is charged to the cgroup it was moved to."""
-
-    def __init__(self, *args: str) -> None:
-        script = 'read _; exec "$0" -m agentshim.workload "$@"'
-        self.proc = subprocess.Popen(["/bin/sh", "-c", script, sys.executable, *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, cwd=REPO)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def execs() -> Iterator[Callable[..., Exec]]:
-    made: list[Exec] = []
-
-    def make(*args: str) -> Exec:
-        e = Exec(*args)
-        made.append(e)
-        return e
-
-    yield make
-    for e in made:
-        e.stop()
 
 
 @pytest.fixture(scope="module")
@@ -111,29 +50,10 @@ def mev() -> Iterator[MemEvents]:
         yield m
 
 
-@contextlib.contextmanager
-def watching(mev: MemEvents, cg: Cgroup) -> Iterator[int]:
-    slot = mev.watch(cg.dirs["unified"])
-    mev.poll(0)
-    try:
-        yield slot
-    finally:
-        mev.unwatch(slot)
-
-
 def bpftool_progs() -> list[dict]:
     out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out or "[]")
-
-
-def container(scratch: Cgroup, name: str = "ctr") -> ContainerTree:
-    """A container cgroup with its agentshim tree under the scratch cgroup."""
-    root = scratch.child(name)
-    root.create()
-    tree = ContainerTree(root)
-    tree.build(TreeBudget(total=1024 * MB))
-    return tree
 
 
 # --- hook point selection ------------------------------------------------------------------

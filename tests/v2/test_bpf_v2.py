@@ -9,17 +9,16 @@ RECLAIM, then OOM from oom:mark_victim; CHARGE from kprobe try_charge_memcg.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget, parse_flat_keyed
+from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, parse_flat_keyed
 
 pytestmark = pytest.mark.v2
 
@@ -37,62 +36,12 @@ from agentshim.bpf import (  # noqa: E402
     detect_hook_points,
 )
 from agentshim.bpf.loader import TAIL  # noqa: E402
+from tests import bpf_support  # noqa: E402
+from tests.bpf_support import MB, container, of, watching  # noqa: E402
 
-MB = 1 << 20
-REPO = Path(__file__).resolve().parents[2]
-
-
-def collect(mev: MemEvents, done: Callable[[], bool], timeout_s: float = 90.0,
-            settle_s: float = 0.5) -> list[MemEvent]:
-    """Poll until done() (then settle_s more, for aggregated tails) or the timeout."""
-    out: list[MemEvent] = []
-    deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline:
-        out += mev.poll(100)
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        out += mev.poll(100)
-    return out
-
-
-def of(events: list[MemEvent], etype: EventType, cgroup_id: int | None = None) -> list[MemEvent]:
-    return [e for e in events if e.type == etype
-            and (cgroup_id is None or e.cgroup_id == cgroup_id)]
-
-
-class Exec:
-    """A shell held in a cgroup that execs the allocation workload on go()."""
-
-    def __init__(self, *args: str) -> None:
-        script = 'read _; exec "$0" -m agentshim.workload "$@"'
-        self.proc = subprocess.Popen(["/bin/sh", "-c", script, sys.executable, *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, cwd=REPO)
-        self.pid = self.proc.pid
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def execs() -> Iterator[Callable[..., Exec]]:
-    made: list[Exec] = []
-
-    def make(*args: str) -> Exec:
-        e = Exec(*args)
-        made.append(e)
-        return e
-
-    yield make
-    for e in made:
-        e.stop()
+# emulation is slow: wait longer, poll less often
+collect = functools.partial(bpf_support.collect, timeout_s=90.0, settle_s=0.5,
+                            poll_ms=100)
 
 
 @pytest.fixture(scope="module")
@@ -100,27 +49,6 @@ def mev() -> Iterator[MemEvents]:
     """Every event type (CHARGE too), compiled once for the module."""
     with MemEvents(types=EVENT_TYPES, rate_ms=10) as m:
         yield m
-
-
-@contextlib.contextmanager
-def watching(mev: MemEvents, cg: Cgroup) -> Iterator[int]:
-    slot = mev.watch(cg.dirs["unified"])
-    mev.poll(0)
-    try:
-        yield slot
-    finally:
-        mev.unwatch(slot)
-
-
-def container(scratch: Cgroup, name: str = "ctr") -> ContainerTree:
-    """A container cgroup with its agentshim tree under the scratch cgroup (which holds no
-    process, so its controllers can be handed down)."""
-    scratch.enable_controllers()
-    root = scratch.child(name)
-    root.create()
-    tree = ContainerTree(root)
-    tree.build(TreeBudget(total=1024 * MB))
-    return tree
 
 
 def nested_call(tree: ContainerTree, seq: int, limits: MemoryLimits) -> tuple[Cgroup, Cgroup]:
