@@ -134,12 +134,10 @@ class Broker:
     def _peer_cgroup(self, ctr: ManagedContainer, peer_pid: int) -> Path:
         """The peer's cgroup directory (memory hierarchy), checked to be inside ctr's tree."""
         try:
-            cg = Cgroup.of_pid(self.layout, peer_pid)
+            mine = Cgroup.of_pid(self.layout, peer_pid).primary
         except CgroupError as e:
             raise Refused(f"cannot read the cgroup of pid {peer_pid}") from e
-        root = Path(ctr.cgroup["memory" if "memory" in ctr.cgroup else "unified"])
-        mine = cg.dirs.get("memory" if "memory" in ctr.cgroup else "unified")
-        if mine is None or not within(mine, root):
+        if not within(mine, self.tree(ctr).root.primary):
             raise Refused("peer is not a process of this container")
         return mine
 
@@ -148,8 +146,7 @@ class Broker:
         """Handle {"op":"start"}: make tools/call-N and move the peer into it."""
         mine = self._peer_cgroup(ctr, peer_pid)
         tree = self.tree(ctr)
-        tools = tree.tools.dirs["memory" if "memory" in ctr.cgroup else "unified"]
-        if within(mine, tools):
+        if within(mine, tree.tools.primary):
             # a tool call inside a tool call stays in (and is budgeted by) the enclosing call
             return {"ok": True, "call": -1, "nested": True, "notes": ""}
         argv = [str(a) for a in req.get("argv", [])][:4096]
