@@ -3,7 +3,11 @@
 A trace is a directory::
 
     meta.json      {"format": "agentshim-trace", "version": 1, "name": NAME, "meta": {...}}
-    samples.jsonl  one object a line: {"t": EPOCH_S, "mem_bytes": INT, "cpu_pct": FLOAT|null}
+    samples.jsonl  one object a line: {"t": EPOCH_S, "mem_bytes": INT, "cpu_pct": FLOAT|null,
+                   optional (live recorder): "mem_psi": PSI, "framework": SCOPE, "tools": SCOPE}
+                   SCOPE = {"mem_bytes": INT|null, "cpu_pct": FLOAT|null, "mem_psi": PSI|null}
+                   PSI = {"some_avg10", "full_avg10": FLOAT|null, "some_total_us",
+                          "full_total_us": INT|null}
     calls.jsonl    one object a line: {"start": EPOCH_S, "end": EPOCH_S, "tool": STR,
                    "command": STR|null, "category": STR|null, "peak_bytes": INT|null,
                    "id": STR|null, "end_estimated": BOOL, "extra": {...}}
@@ -24,21 +28,61 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from agentshim.trace.dataset import OWN_META, RESOURCES, TOOL_CALLS, is_dataset_dir, load_dataset
-from agentshim.trace.model import Sample, ToolCall, Trace, TraceError
+from agentshim.trace.model import SAMPLE_KEYS, Sample, ToolCall, Trace, TraceError
 
-__all__ = ["FORMAT", "VERSION", "load_trace", "read_trace", "trace_format", "write_trace"]
+__all__ = ["CALLS", "EVENTS", "FORMAT", "SAMPLES", "SCOPES", "VERSION", "call_line", "dump_line",
+           "load_trace", "meta_document", "read_trace", "sample_line", "trace_format",
+           "write_meta", "write_trace"]
 
 FORMAT: Final = "agentshim-trace"
 VERSION: Final = 1
 SAMPLES: Final = "samples.jsonl"
 CALLS: Final = "calls.jsonl"
 EVENTS: Final = "events.jsonl"
+#: Sub-cgroups of a managed container whose own series a live sample may carry.
+SCOPES: Final = ("framework", "tools")
+_PSI_FLOATS: Final = ("some_avg10", "full_avg10")
+_PSI_INTS: Final = ("some_total_us", "full_total_us")
 
 _T = TypeVar("_T")
 
 
 def _dump(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def dump_line(obj: Any) -> str:
+    """One JSON line (compact, no NaN, newline-terminated) as the .jsonl files hold them."""
+    return _dump(obj) + "\n"
+
+
+def sample_line(sample: Sample) -> str:
+    """The samples.jsonl line of ``sample`` (its ``extra`` keys after the core ones)."""
+    obj: dict[str, Any] = {"t": sample.t, "mem_bytes": sample.mem_bytes,
+                           "cpu_pct": sample.cpu_pct}
+    obj.update((k, v) for k, v in sample.extra.items() if k not in SAMPLE_KEYS)
+    return dump_line(obj)
+
+
+def call_line(call: ToolCall) -> str:
+    """The calls.jsonl line of ``call``."""
+    return dump_line({"start": call.start, "end": call.end, "tool": call.tool,
+                      "command": call.command, "category": call.category,
+                      "peak_bytes": call.peak_bytes, "id": call.id,
+                      "end_estimated": call.end_estimated, "extra": call.extra})
+
+
+def meta_document(name: str, meta: dict[str, Any]) -> str:
+    """The text of meta.json for a trace called ``name`` (``meta["path"]`` left out)."""
+    # "path" is where a trace was read from, not part of it: read_trace sets it again
+    kept = {k: v for k, v in meta.items() if k != "path"}
+    doc = {"format": FORMAT, "version": VERSION, "name": name, "meta": kept}
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def write_meta(root: Path, name: str, meta: dict[str, Any]) -> None:
+    """Write ``root/meta.json`` atomically (the live recorder rewrites it as it goes)."""
+    _write_atomic(root / OWN_META, meta_document(name, meta))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -60,25 +104,17 @@ def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
     """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    # "path" is where a trace was read from, not part of it: read_trace sets it again
-    kept = {k: v for k, v in trace.meta.items() if k != "path"}
-    meta = {"format": FORMAT, "version": VERSION, "name": trace.name, "meta": kept}
-    samples = "".join(
-        _dump({"t": s.t, "mem_bytes": s.mem_bytes, "cpu_pct": s.cpu_pct}) + "\n"
-        for s in trace.samples)
-    calls = "".join(
-        _dump({"start": c.start, "end": c.end, "tool": c.tool, "command": c.command,
-               "category": c.category, "peak_bytes": c.peak_bytes, "id": c.id,
-               "end_estimated": c.end_estimated, "extra": c.extra}) + "\n"
-        for c in trace.calls)
-    events = "".join(_dump(e) + "\n" for e in trace.events)
+    document = meta_document(trace.name, trace.meta)
+    samples = "".join(sample_line(s) for s in trace.samples)
+    calls = "".join(call_line(c) for c in trace.calls)
+    events = "".join(dump_line(e) for e in trace.events)
     _write_atomic(root / SAMPLES, samples)
     _write_atomic(root / CALLS, calls)
     if trace.events:
         _write_atomic(root / EVENTS, events)
     else:
         (root / EVENTS).unlink(missing_ok=True)
-    _write_atomic(root / OWN_META, json.dumps(meta, indent=2, allow_nan=False) + "\n")
+    _write_atomic(root / OWN_META, document)
     return root
 
 
@@ -146,9 +182,37 @@ def _parse(path: Path, build: Callable[[dict[str, Any]], _T]) -> list[_T]:
     return out
 
 
+def _check_psi(obj: Any, where: str) -> None:
+    if obj is None:
+        return
+    if not isinstance(obj, dict):
+        raise ValueError(f"'{where}' must be an object or null")
+    for key in _PSI_FLOATS:
+        _opt_num(obj, key)
+    for key in _PSI_INTS:
+        _opt_int(obj, key)
+
+
+def _check_scope(obj: Any, name: str) -> None:
+    if obj is None:
+        return
+    if not isinstance(obj, dict):
+        raise ValueError(f"'{name}' must be an object or null")
+    try:
+        _opt_int(obj, "mem_bytes")
+        _opt_num(obj, "cpu_pct")
+        _check_psi(obj.get("mem_psi"), "mem_psi")
+    except ValueError as exc:
+        raise ValueError(f"'{name}': {exc}") from None
+
+
 def _sample(obj: dict[str, Any]) -> Sample:
+    extra = {k: v for k, v in obj.items() if k not in SAMPLE_KEYS}
+    _check_psi(extra.get("mem_psi"), "mem_psi")
+    for scope in SCOPES:
+        _check_scope(extra.get(scope), scope)
     return Sample(t=_num(obj, "t"), mem_bytes=_int(obj, "mem_bytes"),
-                  cpu_pct=_opt_num(obj, "cpu_pct"))
+                  cpu_pct=_opt_num(obj, "cpu_pct"), extra=extra)
 
 
 def _call(obj: dict[str, Any]) -> ToolCall:

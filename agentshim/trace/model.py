@@ -1,8 +1,9 @@
 """The in-memory model of one agent task's resource trace.
 
 Produced by the dataset importer (:mod:`agentshim.trace.dataset`), by the project's own on-disk
-format (:mod:`agentshim.trace.format`) and, later, by the live recorder. Times are epoch
-seconds (floats, UTC), memory is bytes, CPU is percent of one core (as podman prints it).
+format (:mod:`agentshim.trace.format`) and by the live recorder
+(:mod:`agentshim.trace.recorder`). Times are epoch seconds (floats, UTC), memory is bytes, CPU
+is percent of one core (as podman prints it).
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ class TraceError(ValueError):
     """A trace could not be read; the message names the file and what is wrong with it."""
 
 
+#: Keys of a sample line that are :class:`Sample` fields; any other key goes to ``extra``.
+SAMPLE_KEYS = ("t", "mem_bytes", "cpu_pct")
+
+
 @dataclass
 class Sample:
-    """One resource sample of the whole container at epoch time ``t``."""
+    """One resource sample of the whole container at epoch time ``t``.
+
+    ``extra`` holds whatever else the source measured at that time, kept as read: the live
+    recorder puts the container's memory PSI (``mem_psi``) and the ``framework`` and ``tools``
+    sub-cgroups' own series there (docs/characterization.md, "Live traces").
+    """
 
     t: float
     mem_bytes: int
     cpu_pct: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
