@@ -9,6 +9,7 @@ from agentshim.cli.doctor import doctor
 from agentshim.cli.hook import hook
 from agentshim.cli.policy import policy
 from agentshim.cli.report import report
+from agentshim.cli.trace import trace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,3 +22,4 @@ main.add_command(doctor)
 main.add_command(hook)
 main.add_command(policy)
 main.add_command(report)
+main.add_command(trace)
