@@ -14,11 +14,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentshim import policy as pol
 from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, Layout, MemoryLimits
+from agentshim.enforce.eventlog import EventLog
 from agentshim.units import format_size
+
+if TYPE_CHECKING:
+    from agentshim.enforce.enforcer import Enforcer
 
 
 class Refused(Exception):
@@ -40,8 +44,14 @@ class ActiveCall:
     intent: str = ""
     ended_at: float | None = None  # wrapper's end report, or when the reaper saw it empty
     empty_since: float | None = None
-    stalled_since: float | None = None  # v1: waiting at its limit (under_oom) since
     killed: str = ""  # why agentshim killed the call, if it did
+    frozen_since: float | None = None  # wall clock, while frozen
+    freezes: int = 0
+    frozen_s: float = 0.0
+    frozen_for_budget: bool = False
+    freeze_reason: str = ""
+    at_budget_since: float | None = None  # monotonic; reset when a daemon adopts the call
+    commands: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,7 +76,9 @@ class ManagedContainer:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ManagedContainer:
         """Inverse of to_json."""
-        calls = {int(k): ActiveCall(**v) for k, v in d.get("calls", {}).items()}
+        known = set(ActiveCall.__dataclass_fields__)
+        calls = {int(k): ActiveCall(**{f: x for f, x in v.items() if f in known})
+                 for k, v in d.get("calls", {}).items()}
         return cls(id=d["id"], slot=d["slot"], pid=int(d["pid"]), cgroup=dict(d["cgroup"]),
                    policy_yaml=d["policy_yaml"], next_seq=int(d.get("next_seq", 1)), calls=calls)
 
@@ -95,6 +107,9 @@ class Broker:
         (state_dir / "containers").mkdir(parents=True, exist_ok=True)
         (state_dir / "calls").mkdir(parents=True, exist_ok=True)
         self._policies: dict[str, pol.Policy] = {}
+        self.events = EventLog(state_dir)
+        #: set by agentshimd: told of every call's start and end (the ladder)
+        self.enforcer: Enforcer | None = None
 
     # --- helpers ----------------------------------------------------------------------------
     def tree(self, ctr: ManagedContainer) -> ContainerTree:
@@ -164,11 +179,16 @@ class Broker:
                 tree.create_call(seq, MemoryLimits(high=g.memory), pid=peer_pid)
             except CgroupError as e:
                 raise Refused(f"cannot create the call's cgroup: {e}") from e
-            ctr.calls[seq] = ActiveCall(seq=seq, pid=peer_pid, command=command[:4096],
-                                        category=category, grant=g.memory, priority=g.priority,
-                                        start=time.time(), cwd=str(req.get("cwd", ""))[:4096],
-                                        intent=str(req.get("intent") or "")[:512])
+            call = ActiveCall(seq=seq, pid=peer_pid, command=command[:4096],
+                              category=category, grant=g.memory, priority=g.priority,
+                              start=time.time(), cwd=str(req.get("cwd", ""))[:4096],
+                              intent=str(req.get("intent") or "")[:512])
+            ctr.calls[seq] = call
             self.persist(ctr)
+        if self.enforcer is not None:
+            self.enforcer.call_started(ctr, call)
+        self.events.write(ctr.id, "call_start", seq, "wrapper", command=call.command[:512],
+                          category=category, grant_bytes=g.memory, priority=g.priority)
         notes = [*warnings, *g.notes]
         return {"ok": True, "call": seq, "grant": g.memory, "category": category,
                 "priority": g.priority, "notes": "; ".join(notes)}
@@ -195,6 +215,11 @@ class Broker:
         """Write the call's record (JSON line) and remove its cgroup once empty."""
         cg = self.tree(ctr).call(call.seq)
         cg.wait_empty(timeout_s=1.0)
+        if self.enforcer is not None:
+            self.enforcer.call_finishing(ctr, call)
+        elif call.frozen_since is not None:
+            call.frozen_s += max(0.0, time.time() - call.frozen_since)
+            call.frozen_since = None
         rec: dict[str, Any] = {
             "container": ctr.id, "call": call.seq, "command": call.command,
             "category": call.category, "cwd": call.cwd, "intent": call.intent,
@@ -202,6 +227,10 @@ class Broker:
             "duration_s": round((call.ended_at or time.time()) - call.start, 3),
             "exit": exit_status, "end": reason,
         }
+        rec.update(freezes=call.freezes, frozen_s=round(call.frozen_s, 3),
+                   commands=call.commands)
+        if call.freeze_reason:
+            rec["freeze_reason"] = call.freeze_reason
         if call.killed:
             rec["killed_by_agentshim"] = call.killed
         try:
@@ -210,10 +239,15 @@ class Broker:
                        throttle_events=ev.high, limit_hits=ev.max, oom_kills=ev.oom_kill)
         except CgroupError as e:
             rec["read_error"] = str(e)
+        with contextlib.suppress(CgroupError, ValueError):
+            rec["stall_us"] = cg.pressure().some.total_us
         lingering = cg.populated() if cg.exists() else False
         rec["lingering"] = lingering
         with (self.state_dir / "calls" / f"{ctr.id}.jsonl").open("a") as f:
             f.write(json.dumps(rec) + "\n")
+        self.events.write(ctr.id, "call_end", call.seq, "wrapper" if reason == "reported"
+                          else "poll", exit=exit_status, peak_bytes=rec.get("peak_bytes"),
+                          duration_s=rec["duration_s"])
         with ctr.lock:
             ctr.calls.pop(call.seq, None)
             self.persist(ctr)
@@ -225,45 +259,25 @@ class Broker:
     @staticmethod
     def notice(rec: dict[str, Any]) -> str:
         """What the wrapper prints on stderr when the call was constrained (else "")."""
-        if rec.get("killed_by_agentshim"):
-            return (f"agentshim: call {rec['call']} ({rec['category']}) was killed: "
-                    f"{rec['killed_by_agentshim']}; hint: declare what it needs with "
-                    "AGENTSHIM_INTENT=memory=<size>, or do the work in smaller pieces")
-        if not (rec.get("throttle_events") or rec.get("oom_kills")):
-            return ""
+        head = f"agentshim: call {rec['call']} ({rec['category']})"
         peak = format_size(int(rec.get("peak_bytes") or 0))
         grant = format_size(int(rec["grant_bytes"]))
-        what = "killed at its memory limit" if rec.get("oom_kills") else "throttled"
         hint = {"test": "run fewer test workers (e.g. pytest -n 2) or set "
                         "AGENTSHIM_INTENT=memory=<size>",
                 "install": "install fewer packages at once",
                 "build": "build with fewer jobs (make -j2)"}.get(
             rec["category"], "declare what it needs: AGENTSHIM_INTENT=memory=<size>")
-        return (f"agentshim: call {rec['call']} ({rec['category']}) was {what}: peak {peak} "
-                f"of its {grant} budget; hint: {hint}")
-
-    def unstick(self, ctr: ManagedContainer) -> None:
-        """v1 stand-in for the ladder's last step: a call waiting at its limit (under_oom) for
-        longer than freeze_timeout is killed, only that call."""
-        if not self.layout.memory_v1:
-            return
-        timeout = self.policy(ctr).freeze_timeout
-        now = time.monotonic()
-        for call in list(ctr.calls.values()):
-            cg = self.tree(ctr).call(call.seq)
-            try:
-                stuck = cg.memory_events().under_oom
-            except CgroupError:
-                continue
-            if not stuck:
-                call.stalled_since = None
-            elif call.stalled_since is None:
-                call.stalled_since = now
-            elif now - call.stalled_since >= timeout and not call.killed:
-                call.killed = (f"waited {timeout:g} s at its {format_size(call.grant)} memory "
-                               "budget")
-                with contextlib.suppress(CgroupError):
-                    cg.kill()
+        if rec.get("killed_by_agentshim"):
+            return (f"{head} was killed: {rec['killed_by_agentshim']} (peak {peak}, budget "
+                    f"{grant}); hint: {hint}, or do the work in smaller pieces")
+        if rec.get("freezes"):
+            return (f"{head} was frozen {rec['freezes']}x for {rec.get('frozen_s', 0):.1f} s "
+                    f"({rec.get('freeze_reason', 'memory pressure')}); peak {peak} of its "
+                    f"{grant} budget; hint: {hint}")
+        if not (rec.get("throttle_events") or rec.get("oom_kills")):
+            return ""
+        what = "killed at its memory limit" if rec.get("oom_kills") else "throttled"
+        return f"{head} was {what}: peak {peak} of its {grant} budget; hint: {hint}"
 
     def reap(self, ctr: ManagedContainer, grace_s: float = 2.0) -> list[dict[str, Any]]:
         """Finish calls whose cgroup has been empty for grace_s without an end report

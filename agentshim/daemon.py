@@ -30,6 +30,7 @@ from typing import Any
 from agentshim import paths
 from agentshim.broker import Broker, ManagedContainer, Refused
 from agentshim.cgroups import detect_layout
+from agentshim.enforce.enforcer import Enforcer
 from agentshim.protocol import ProtocolError, decode, encode, peer_cred, read_line
 
 log = logging.getLogger("agentshimd")
@@ -56,6 +57,9 @@ class Daemon:
         self.layout = detect_layout()
         self.state_dir = paths.state_dir()
         self.broker = Broker(self.layout, self.state_dir)
+        self.enforcer = Enforcer(self.broker, self.broker.events,
+                                 use_bpf=os.environ.get("AGENTSHIM_BPF", "1") != "0")
+        self.broker.enforcer = self.enforcer
         self.containers: dict[str, ManagedContainer] = {}
         self.sockets: dict[str, socket.socket] = {}
         self.stopping = threading.Event()
@@ -79,6 +83,7 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT."""
         self.acquire_singleton()
+        self.enforcer.start()
         for ctr in self.broker.load_all():
             self._adopt(ctr)
         ctl = listen(paths.control_socket(), 0o600)
@@ -97,6 +102,7 @@ class Daemon:
             paths.control_socket().unlink()
         for s in list(self.sockets.values()):
             s.close()
+        self.enforcer.stop()
         return 0
 
     def _adopt(self, ctr: ManagedContainer) -> None:
@@ -107,8 +113,9 @@ class Daemon:
             return
         for call in ctr.calls.values():
             call.empty_since = None
-            call.stalled_since = None
+            call.at_budget_since = None
         self._serve_container(ctr)
+        self.enforcer.add_container(ctr)
 
     def _serve_container(self, ctr: ManagedContainer) -> None:
         sock_path = paths.slots_dir() / ctr.slot / "broker.sock"
@@ -176,8 +183,11 @@ class Daemon:
             return self._unregister(str(req.get("id", "")))
         if op == "status":
             with self.lock:
-                return {"ok": True, "pid": os.getpid(), "containers": [
+                return {"ok": True, "pid": os.getpid(), "cgroups": self.layout.mode,
+                        "enforcer": self.enforcer.status(), "containers": [
                     {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
+                     "frozen_calls": sum(1 for x in c.calls.values()
+                                         if x.frozen_since is not None),
                      "next_call": c.next_seq} for c in self.containers.values()]}
         raise Refused(f"unknown op {op!r} (expected register, unregister or status)")
 
@@ -194,6 +204,7 @@ class Daemon:
         self.broker.policy(ctr)  # refuse a bad policy here, not at the first call
         self.broker.persist(ctr)
         self._serve_container(ctr)
+        self.enforcer.add_container(ctr)
         log.info("registered %s (pid %d, slot %s)", cid[:12], ctr.pid, slot)
         return {"ok": True, "socket": str(paths.slots_dir() / slot / "broker.sock")}
 
@@ -205,11 +216,13 @@ class Daemon:
             s.close()
         if ctr is None:
             return {"ok": True, "summary": None}
+        self.enforcer.remove_container(ctr)
         summary = self._finish_container(ctr)
         log.info("unregistered %s: %d call(s)", cid[:12], summary["calls"])
         return {"ok": True, "summary": summary}
 
     def _finish_container(self, ctr: ManagedContainer) -> dict[str, Any]:
+        # calls are written off here: a frozen one must be let go (poststop kills the tree)
         for call in list(ctr.calls.values()):
             call.ended_at = call.ended_at or time.time()
             self.broker.finish(ctr, call, exit_status=None, reason="container_stopped")
@@ -224,7 +237,6 @@ class Daemon:
         while not self.stopping.wait(0.25):
             for ctr in list(self.containers.values()):
                 try:
-                    self.broker.unstick(ctr)
                     for rec in self.broker.reap(ctr):
                         log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
                 except Exception:
@@ -246,6 +258,8 @@ def summarize(calls_file: Path, cid: str) -> dict[str, Any]:
     return {"container": cid, "calls": len(recs), "categories": by_cat,
             "throttled_calls": sum(1 for r in recs if r.get("throttle_events")),
             "oom_killed_calls": sum(1 for r in recs if r.get("oom_kills")),
+            "frozen_calls": sum(1 for r in recs if r.get("freezes")),
+            "killed_by_agentshim": sum(1 for r in recs if r.get("killed_by_agentshim")),
             "peak_bytes": max([int(r.get("peak_bytes") or 0) for r in recs] or [0])}
 
 

@@ -143,6 +143,15 @@ class Cgroup:
             raise ValueError(f"bad cgroup name {name!r}")
         return Cgroup(self.layout, {k: d / name for k, d in self.dirs.items()})
 
+    def parent(self) -> Cgroup:
+        """The parent cgroup (same hierarchies)."""
+        return Cgroup(self.layout, {k: d.parent for k, d in self.dirs.items()})
+
+    def dir_for(self, role: str) -> Path:
+        """The directory doing a job here: memory, freezer, cpu or unified (the v2 tree that
+        BPF, PSI and cgroup.kill use); CgroupError when this host has none for it."""
+        return self._dir(role)
+
     @property
     def name(self) -> str:
         """The last path component."""

@@ -1,0 +1,554 @@
+"""The enforcer inside agentshimd: reads the managed cgroups, asks the ladder
+(agentshim.enforce.ladder) what to do, does it (freeze, thaw, kill a tool call) and logs it.
+
+What wakes it (each wake runs one evaluation of every scope):
+* BPF memory events of managed containers (agentshim.bpf): memory.high/max breaches,
+  reclaim, OOM, as they happen; exec events name each call's commands;
+* kernel notifications (agentshim.enforce.wakeups): v1 usage thresholds at the ladder's marks,
+  v1 OOM notifications of each call (it waits at its budget), v2 memory.events changes of the
+  container, its tools/ and each call, PSI triggers;
+* a periodic evaluation (every ``interval_s``) as the safety net.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentshim.cgroups import Cgroup, CgroupError
+from agentshim.enforce.eventlog import EventLog
+from agentshim.enforce.ladder import Action, CallView, Ladder, ScopeView, Thresholds
+from agentshim.enforce.wakeups import Waker, open_kernfs, v1_threshold
+
+if TYPE_CHECKING:
+    from agentshim.broker import ActiveCall, Broker, ManagedContainer
+
+log = logging.getLogger("agentshimd.enforce")
+#: oom_score_adj of a tool call's processes by priority: the kernel's OOM killer, if it ever
+#: runs, picks tool calls (low priority first) before the agent framework.
+OOM_SCORE_ADJ = {"low": 900, "normal": 600, "high": 300}
+STALLED_FRACTION = 0.5  # memory stall share of wall time that counts as "held at budget"
+MAX_COMMANDS = 32
+
+
+@dataclass
+class CallState:
+    """Transient per-call readings (not persisted)."""
+
+    cgroup_id: int = 0
+    high_events: int = -1
+    stall: tuple[float, int] | None = None  # (monotonic, PSI some total us)
+    last_throttle_log: float = 0.0
+
+
+@dataclass
+class HostScope:
+    """The memory the containers of one parent cgroup share."""
+
+    name: str
+    cgroup: Cgroup | None  # None: the machine (/proc/meminfo)
+    members: set[str] = field(default_factory=set)
+
+
+def _meminfo() -> tuple[int, int]:
+    """(used, total) bytes of the machine: MemTotal - MemAvailable, MemTotal."""
+    vals: dict[str, int] = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, _, rest = line.partition(":")
+            if k in ("MemTotal", "MemAvailable"):
+                vals[k] = int(rest.split()[0]) * 1024
+    return vals["MemTotal"] - vals["MemAvailable"], vals["MemTotal"]
+
+
+def limit_of(cg: Cgroup) -> int | None:
+    """The memory limit of a cgroup (smaller of high and max), None when unlimited."""
+    lim = cg.memory_limits()
+    bound = [x for x in (lim.high, lim.max) if x is not None]
+    return min(bound) if bound else None
+
+
+class Enforcer:
+    """Runs the ladder for every container registered with agentshimd."""
+
+    def __init__(self, broker: Broker, events: EventLog, *, thresholds: Thresholds | None = None,
+                 interval_s: float = 0.1, use_bpf: bool = True) -> None:
+        self.broker = broker
+        self.layout = broker.layout
+        self.events = events
+        self.ladder = Ladder(thresholds)
+        self.interval_s = interval_s
+        self.use_bpf = use_bpf
+        self.containers: dict[str, ManagedContainer] = {}
+        self.hosts: dict[str, HostScope] = {}
+        self.calls: dict[tuple[str, int], CallState] = {}
+        self.by_cgroup_id: dict[int, tuple[str, int]] = {}
+        self.bpf_state = "off" if not use_bpf else "loading"
+        self.bpf_plan = ""
+        self.bpf_program_ids: list[int] = []
+        self.evaluations = 0
+        self._mev: Any = None
+        self._slots: dict[str, int] = {}
+        self._bpf_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._wake_sources: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._psi_keep: dict[str, Any] = {}
+        self.waker = Waker(self._on_notify)
+
+    # --- lifetime ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the ladder thread (and the BPF thread, which compiles in the background)."""
+        t = threading.Thread(target=self._run, name="ladder", daemon=True)
+        t.start()
+        self._threads.append(t)
+        if self.use_bpf:
+            b = threading.Thread(target=self._bpf_run, name="bpf", daemon=True)
+            b.start()
+            self._threads.append(b)
+
+    def stop(self) -> None:
+        """Stop the threads; BPF programs are detached and their maps freed."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        with self._bpf_lock:
+            if self._mev is not None:
+                self._mev.close()
+                self._mev = None
+        self.waker.close()
+
+    def status(self) -> dict[str, Any]:
+        """For `agentshim doctor` and the control socket's status."""
+        with self._lock:
+            levels = {name: st.level for name, st in self.ladder.scopes.items()}
+        return {"bpf": self.bpf_state, "bpf_plan": self.bpf_plan,
+                "bpf_program_ids": list(self.bpf_program_ids), "evaluations": self.evaluations,
+                "levels": levels}
+
+    def wake(self, source: str) -> None:
+        """Ask for an evaluation now."""
+        with self._lock:
+            self._wake_sources.add(source)
+        self._wake.set()
+
+    def _on_notify(self, tag: str) -> None:
+        self.wake("psi" if tag.startswith("psi:") else "notify")
+
+    # --- registration --------------------------------------------------------------------
+    def add_container(self, ctr: ManagedContainer) -> None:
+        """Start enforcing for a registered (or adopted) container."""
+        tree = self.broker.tree(ctr)
+        policy = self.broker.policy(ctr)
+        t = self.ladder.t
+        with self._lock:
+            self.containers[ctr.id] = ctr
+            host = self._host_of(tree.root)
+            host.members.add(ctr.id)
+        tag = f"ctr:{ctr.id}"
+        try:
+            if self.layout.memory_v1:
+                mem = tree.root.dir_for("memory")
+                for frac in (t.near, t.over, t.thaw):
+                    self.waker.add(v1_threshold(mem, int(frac * policy.memory.total)), tag,
+                                   "eventfd")
+            else:
+                for cg in (tree.root, tree.tools):
+                    self.waker.add(open_kernfs(cg.dir_for("memory") / "memory.events"), tag,
+                                   "kernfs")
+        except CgroupError as e:
+            log.warning("%s: no kernel notifications (%s); polling only", ctr.id[:12], e)
+        with contextlib.suppress(CgroupError, OSError):
+            trig = tree.root.psi_trigger(100_000, 1_000_000)
+            self.waker.add(trig.fileno(), f"psi:{ctr.id}", "psi", owned=False)
+            self._psi_keep[ctr.id] = trig
+        for call in list(ctr.calls.values()):
+            self.call_started(ctr, call)
+        self._bpf_watch(ctr)
+        self.wake("poll")
+
+    def remove_container(self, ctr: ManagedContainer) -> None:
+        """Stop enforcing for a container (before its tree is removed)."""
+        self.waker.remove_tag(f"ctr:{ctr.id}")
+        self.waker.remove_tag(f"psi:{ctr.id}")
+        trig = self._psi_keep.pop(ctr.id, None)
+        if trig is not None:
+            trig.close()
+        for call in list(ctr.calls.values()):
+            self._forget_call(ctr, call)
+        with self._lock:
+            self.containers.pop(ctr.id, None)
+            self.ladder.forget(f"container:{ctr.id}")
+            for name, host in list(self.hosts.items()):
+                host.members.discard(ctr.id)
+                if not host.members:
+                    self.waker.remove_tag(f"host:{name}")
+                    self.hosts.pop(name)
+                    self.ladder.forget(name)
+        self._bpf_unwatch(ctr)
+
+    def _host_of(self, root: Cgroup) -> HostScope:
+        """The host scope of a container cgroup: its parent when that has a memory limit
+        below the machine's memory, else the machine."""
+        parent = root.parent()
+        name = "host:machine"
+        limited: Cgroup | None = None
+        with contextlib.suppress(CgroupError, OSError):
+            lim = limit_of(parent)
+            if lim is not None and lim < _meminfo()[1]:
+                limited = parent
+                name = f"host:{parent.primary}"
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = HostScope(name, limited)
+            if limited is not None and lim is not None:
+                self._arm_host(host, lim)
+        return host
+
+    def _arm_host(self, host: HostScope, limit: int) -> None:
+        assert host.cgroup is not None
+        t = self.ladder.t
+        tag = f"host:{host.name}"
+        with contextlib.suppress(CgroupError, OSError):
+            if self.layout.memory_v1:
+                mem = host.cgroup.dir_for("memory")
+                for frac in (t.near, t.over, t.thaw):
+                    self.waker.add(v1_threshold(mem, int(frac * limit)), tag, "eventfd")
+            else:
+                self.waker.add(open_kernfs(host.cgroup.dir_for("memory") / "memory.events"),
+                               tag, "kernfs")
+
+    # --- calls ---------------------------------------------------------------------------
+    def call_started(self, ctr: ManagedContainer, call: ActiveCall) -> None:
+        """A call got its cgroup: protect the framework from the OOM killer, watch the call."""
+        cg = self.broker.tree(ctr).call(call.seq)
+        st = CallState()
+        with contextlib.suppress(CgroupError):
+            st.cgroup_id = cg.id
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{call.pid}/oom_score_adj").write_text(
+                str(OOM_SCORE_ADJ.get(call.priority, 600)))
+        with self._lock:
+            self.calls[(ctr.id, call.seq)] = st
+            if st.cgroup_id:
+                self.by_cgroup_id[st.cgroup_id] = (ctr.id, call.seq)
+        tag = f"call:{ctr.id}:{call.seq}"
+        with contextlib.suppress(CgroupError, OSError):
+            if self.layout.memory_v1:
+                self.waker.add(self._v1_oom_notifier(cg.dir_for("memory")), tag, "eventfd")
+            else:
+                self.waker.add(open_kernfs(cg.dir_for("memory") / "memory.events"), tag,
+                               "kernfs")
+
+    @staticmethod
+    def _v1_oom_notifier(mem: Path) -> int:
+        """eventfd signalled when the v1 cgroup goes under_oom (a call waiting at its budget)."""
+        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            ofd = os.open(mem / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with open(mem / "cgroup.event_control", "w") as f:
+                    f.write(f"{efd} {ofd}")
+            finally:
+                os.close(ofd)
+        except OSError:
+            os.close(efd)
+            raise
+        return efd
+
+    def call_finishing(self, ctr: ManagedContainer, call: ActiveCall) -> None:
+        """A call's record is about to be written: settle its frozen time, stop watching it."""
+        if call.frozen_since is not None:
+            call.frozen_s += max(0.0, time.time() - call.frozen_since)
+            call.frozen_since = None
+        self._forget_call(ctr, call)
+
+    def _forget_call(self, ctr: ManagedContainer, call: ActiveCall) -> None:
+        self.waker.remove_tag(f"call:{ctr.id}:{call.seq}")
+        with self._lock:
+            st = self.calls.pop((ctr.id, call.seq), None)
+            if st is not None:
+                self.by_cgroup_id.pop(st.cgroup_id, None)
+
+    # --- the ladder loop -----------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            with self._lock:
+                sources, self._wake_sources = self._wake_sources, set()
+            source = next((s for s in ("bpf", "notify", "psi") if s in sources), "poll")
+            try:
+                self.evaluate(source)
+            except Exception:
+                log.exception("ladder evaluation failed")
+
+    def evaluate(self, source: str = "poll") -> list[Action]:
+        """One pass: read every scope, decide, act. Returns the actions taken."""
+        now_m, now_w = time.monotonic(), time.time()
+        self.evaluations += 1
+        with self._lock:
+            containers = list(self.containers.values())
+            hosts = list(self.hosts.values())
+        views: dict[tuple[str, int], CallView] = {}
+        scopes: list[ScopeView] = []
+        for ctr in containers:
+            cviews = self._call_views(ctr, now_m, now_w)
+            views.update({v.key: v for v in cviews})
+            try:
+                usage = self.broker.tree(ctr).root.memory_usage()
+            except CgroupError:
+                continue
+            scopes.append(ScopeView(f"container:{ctr.id}", "container", usage,
+                                    self.broker.policy(ctr).memory.total, cviews))
+        for host in hosts:
+            try:
+                if host.cgroup is None:
+                    usage, limit = _meminfo()
+                else:
+                    usage, limit = host.cgroup.memory_usage(), limit_of(host.cgroup) or 0
+            except (CgroupError, OSError):
+                continue
+            members = [v for v in views.values() if v.container in host.members]
+            scopes.append(ScopeView(host.name, "host", usage, limit, members))
+        actions = self.ladder.budget_actions(list(views.values()), now_m)
+        blocked: set[tuple[str, int]] = set()
+        for scope in scopes:
+            prev = self.ladder.scopes.get(scope.name)
+            before = prev.level if prev else "ok"
+            level, acts = self.ladder.scope_actions(scope, now_m)
+            if level != before:
+                self._log_pressure(scope, level, source)
+            if scope.usage >= self.ladder.t.thaw * scope.limit:
+                blocked.update(c.key for c in scope.calls)
+            actions.extend(acts)
+        done = self._apply(actions, views, blocked, source, now_w)
+        return done
+
+    def _call_views(self, ctr: ManagedContainer, now_m: float, now_w: float) -> list[CallView]:
+        policy = self.broker.policy(ctr)
+        tree = self.broker.tree(ctr)
+        out = []
+        for call in list(ctr.calls.values()):
+            if call.killed or call.ended_at is not None:
+                continue
+            cg = tree.call(call.seq)
+            try:
+                usage = cg.memory_usage()
+                self._note_budget(ctr, call, cg, usage, now_m)
+            except CgroupError:
+                continue
+            frozen_m = None if call.frozen_since is None else now_m - (now_w - call.frozen_since)
+            out.append(CallView(
+                container=ctr.id, seq=call.seq, priority=call.priority, usage=usage,
+                grant=call.grant, freeze_timeout=policy.freeze_timeout,
+                can_freeze="freeze" in policy.on_pressure,
+                can_kill="kill_tool" in policy.on_pressure, frozen_since=frozen_m,
+                at_budget_since=call.at_budget_since, frozen_for_budget=call.frozen_for_budget))
+        return out
+
+    def _note_budget(self, ctr: ManagedContainer, call: ActiveCall, cg: Cgroup, usage: int,
+                     now: float) -> None:
+        """Update call.at_budget_since: v1, the call waits at its limit (under_oom); v2, it
+        is at its memory.high and spends most of its time stalled on memory. Logs throttling."""
+        st = self.calls.get((ctr.id, call.seq))
+        if st is None:
+            return
+        ev = cg.memory_events()
+        if st.high_events >= 0 and ev.high > st.high_events and now - st.last_throttle_log >= 1:
+            st.last_throttle_log = now
+            self.events.write(ctr.id, "throttle", call.seq, "poll", usage_bytes=usage,
+                              grant_bytes=call.grant, count=ev.high)
+        st.high_events = ev.high
+        if self.layout.memory_v1:
+            held = ev.under_oom
+        else:
+            held = False
+            with contextlib.suppress(CgroupError, ValueError):
+                total = cg.pressure().some.total_us
+                if st.stall is not None and usage >= 0.9 * call.grant:
+                    dt = now - st.stall[0]
+                    held = dt > 0 and (total - st.stall[1]) / 1e6 / dt >= STALLED_FRACTION
+                if st.stall is None or now - st.stall[0] >= 0.2:
+                    st.stall = (now, total)
+                elif call.at_budget_since is not None:
+                    held = True  # too soon to judge again: keep the last verdict
+        if held and call.at_budget_since is None:
+            call.at_budget_since = now
+        elif not held:
+            call.at_budget_since = None
+
+    def _log_pressure(self, scope: ScopeView, level: str, source: str) -> None:
+        kind, _, name = scope.name.partition(":")
+        members = ([name] if kind == "container" else
+                   sorted(self.hosts[scope.name].members) if scope.name in self.hosts else [])
+        for cid in members:
+            self.events.write(cid, "pressure", None, source, scope=scope.kind, level=level,
+                              usage_bytes=scope.usage, limit_bytes=scope.limit)
+
+    def _apply(self, actions: list[Action], views: dict[tuple[str, int], CallView],
+               blocked: set[tuple[str, int]], source: str, now_w: float) -> list[Action]:
+        rank = {"kill": 0, "freeze": 1, "thaw": 2}
+        chosen: dict[tuple[str, int], Action] = {}
+        for a in actions:
+            key = (a.container, a.seq)
+            if a.kind == "thaw" and key in blocked:
+                continue
+            if key not in chosen or rank[a.kind] < rank[chosen[key].kind]:
+                chosen[key] = a
+        done = []
+        for key, a in chosen.items():
+            ctr = self.containers.get(a.container)
+            call = ctr.calls.get(a.seq) if ctr else None
+            if ctr is None or call is None or call.killed:
+                continue
+            cg = self.broker.tree(ctr).call(a.seq)
+            view = views.get(key)
+            usage = view.usage if view else 0
+            try:
+                self._do(a, ctr, call, cg, usage, source, now_w)
+                done.append(a)
+            except CgroupError as e:
+                log.warning("%s call %d: %s failed: %s", ctr.id[:12], a.seq, a.kind, e)
+        return done
+
+    def _do(self, a: Action, ctr: ManagedContainer, call: ActiveCall, cg: Cgroup, usage: int,
+            source: str, now_w: float) -> None:
+        with ctr.lock:
+            if a.kind == "freeze" and call.frozen_since is None:
+                cg.freeze(wait_s=0)
+                call.frozen_since = now_w
+                call.freezes += 1
+                call.frozen_for_budget = a.for_budget
+                call.freeze_reason = a.reason
+                self.events.write(ctr.id, "freeze", call.seq, source, reason=a.reason,
+                                  priority=call.priority, usage_bytes=usage,
+                                  grant_bytes=call.grant)
+                log.info("%s call %d frozen: %s", ctr.id[:12], call.seq, a.reason)
+            elif a.kind == "thaw" and call.frozen_since is not None:
+                cg.thaw(wait_s=0)
+                frozen = max(0.0, now_w - call.frozen_since)
+                call.frozen_s += frozen
+                call.frozen_since = None
+                call.at_budget_since = None
+                self.events.write(ctr.id, "thaw", call.seq, source, reason=a.reason,
+                                  frozen_s=round(frozen, 3))
+                log.info("%s call %d thawed after %.1f s", ctr.id[:12], call.seq, frozen)
+            elif a.kind == "kill":
+                call.killed = a.reason
+                cg.kill()
+                if call.frozen_since is not None:
+                    call.frozen_s += max(0.0, now_w - call.frozen_since)
+                    call.frozen_since = None
+                    with contextlib.suppress(CgroupError):
+                        cg.thaw(wait_s=0)
+                self.events.write(ctr.id, "kill", call.seq, source, reason=a.reason,
+                                  priority=call.priority, usage_bytes=usage)
+                log.info("%s call %d killed: %s", ctr.id[:12], call.seq, a.reason)
+            else:
+                return
+            self.broker.persist(ctr)
+
+    # --- BPF -----------------------------------------------------------------------------
+    def _bpf_run(self) -> None:
+        try:
+            from agentshim.bpf import BpfError, MemEvents
+        except ImportError as e:  # pragma: no cover - the package is ours
+            self.bpf_state = f"unavailable: {e}"
+            return
+        try:
+            mev = MemEvents(rate_ms=5.0)
+        except BpfError as e:
+            self.bpf_state = f"unavailable: {str(e).splitlines()[0]}"
+            log.warning("BPF memory events unavailable (%s); enforcing with cgroup "
+                        "notifications and polling", str(e).splitlines()[0])
+            return
+        except Exception as e:
+            self.bpf_state = f"unavailable: {e}"
+            log.exception("loading BPF failed")
+            return
+        with self._bpf_lock:
+            if self._stop.is_set():
+                mev.close()
+                return
+            self._mev = mev
+            self.bpf_plan = mev.plan_description()
+            self.bpf_program_ids = mev.program_ids()
+            self.bpf_state = "loaded"
+        log.info("BPF memory events loaded (%d programs)", len(self.bpf_program_ids))
+        with self._lock:
+            containers = list(self.containers.values())
+        for ctr in containers:
+            self._bpf_watch(ctr)
+        while not self._stop.is_set():
+            with self._bpf_lock:
+                if self._mev is None:
+                    return
+                try:
+                    evs = self._mev.poll(20)
+                except Exception:
+                    log.exception("BPF poll failed")
+                    evs = []
+            if evs:
+                self._on_bpf(evs)
+
+    def _bpf_watch(self, ctr: ManagedContainer) -> None:
+        with self._bpf_lock:
+            if self._mev is None or ctr.id in self._slots:
+                return
+            try:
+                d = self.broker.tree(ctr).root.dir_for("unified")
+                self._slots[ctr.id] = self._mev.watch(d)
+            except Exception as e:
+                log.warning("%s: BPF cannot watch it: %s", ctr.id[:12], e)
+
+    def _bpf_unwatch(self, ctr: ManagedContainer) -> None:
+        with self._bpf_lock:
+            slot = self._slots.pop(ctr.id, None)
+            if self._mev is not None and slot is not None:
+                self._mev.unwatch(slot)
+
+    def _on_bpf(self, evs: list[Any]) -> None:
+        from agentshim.bpf import EventType
+        wake = False
+        now = time.monotonic()
+        for ev in evs:
+            with self._lock:
+                where = self.by_cgroup_id.get(ev.cgroup_id)
+                ctr_id = where[0] if where else next(
+                    (c for c, s in self._slots.items() if s == ev.slot), None)
+            if ctr_id is None:
+                continue
+            seq = where[1] if where else None
+            ctr = self.containers.get(ctr_id)
+            call = ctr.calls.get(seq) if ctr is not None and seq is not None else None
+            if ev.type == EventType.EXEC:
+                if call is not None and len(call.commands) < MAX_COMMANDS:
+                    call.commands.append(os.path.basename(ev.filename) or ev.comm)
+                self.events.write(ctr_id, "exec", seq, "bpf", pid=ev.pid,
+                                  comm=ev.comm, filename=ev.filename)
+            elif ev.type == EventType.OOM:
+                self.events.write(ctr_id, "oom", seq, "bpf", pid=ev.pid, comm=ev.comm,
+                                  rss_bytes=ev.value)
+                wake = True
+            elif ev.type in (EventType.HIGH, EventType.MAX, EventType.RECLAIM,
+                             EventType.CHARGE):
+                wake = True
+                st = self.calls.get((ctr_id, seq)) if seq is not None else None
+                if ev.type == EventType.HIGH and st is not None and \
+                        now - st.last_throttle_log >= 1 and call is not None:
+                    st.last_throttle_log = now
+                    self.events.write(ctr_id, "throttle", seq, "bpf", count=ev.count,
+                                      grant_bytes=call.grant,
+                                      throttled_ms=round(ev.duration_ns / 1e6, 3))
+        if wake:
+            self.wake("bpf")
