@@ -1,0 +1,129 @@
+"""Nothing is left behind: 1000 tool calls in a row leave no call cgroup, a removed container
+leaves no tree, socket, mount or registration; a container without the annotations is not
+touched at all. Real podman with runc on this host."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from agentshim.cgroups import Cgroup, detect_layout
+from agentshim.protocol import request
+from tests.podman_support import (
+    IMAGE,
+    Podman,
+    build_images,
+    build_wrapper,
+    call_dirs,
+    cgroup_lines,
+    container_cgroup,
+    managed_hierarchies,
+    mounts_mentioning,
+    need_podman,
+    private_agentshim,
+    run_container,
+)
+
+CALLS = 1000
+
+
+@pytest.fixture(scope="module")
+def ash(tmp_path_factory):
+    need_podman()
+    build_wrapper()
+    build_images(Podman())
+    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-clean") as a:
+        yield a
+
+
+def test_a_thousand_calls_leave_no_call_cgroups_and_removal_leaves_nothing(ash):
+    c = run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true")
+    root = container_cgroup(c.pid())
+    slot = ash.slot_dir(c.id)
+    assert (slot / "broker.sock").is_socket()
+    # busybox sh is not bash: the loop itself is no tool call, each `bash -c` in it is one
+    loop = f"i=0; while [ $i -lt {CALLS} ]; do bash -c 'exit $0' $((i % 3)); i=$((i+1)); done"
+    t0 = time.monotonic()
+    r = c.exec("sh", "-c", loop + "; echo done", timeout=300)
+    took = time.monotonic() - t0
+    assert r.stdout == "done\n" and r.stderr == "", r.stderr[-2000:]
+    recs = ash.records(c.id)
+    assert [x["call"] for x in recs] == list(range(1, CALLS + 1))
+    assert [x["exit"] for x in recs] == [i % 3 for i in range(CALLS)]
+    assert all(x["end"] == "reported" and not x["lingering"] for x in recs)
+    assert call_dirs(root) == [], "call cgroups left behind"
+    for h, d in root.dirs.items():  # framework/ and tools/ only, in every hierarchy
+        assert sorted(p.name for p in d.iterdir() if p.is_dir()) == ["framework", "tools"], h
+    print(f"{CALLS} calls in {took:.1f} s ({took / CALLS * 1000:.1f} ms per call via podman "
+          "exec loop)")
+
+    c.rm()
+    left = [str(d) for d in root.dirs.values() if d.exists()]
+    assert left == [], f"cgroups left behind: {left}"
+    assert not slot.exists(), "slot directory (broker socket) left behind"
+    assert mounts_mentioning(str(slot), c.id) == [], "mounts left behind"
+    assert not (ash.state_dir / "hooks" / f"{c.id}.json").exists()
+    assert not (ash.state_dir / "containers" / f"{c.id}.json").exists()
+    status = request(ash.run_dir / "agentshimd.sock", {"op": "status"})
+    assert c.id not in [x["id"] for x in status["containers"]]
+    summary = (ash.state_dir / "summaries" / f"{c.id}.json").read_text()
+    assert f'"calls": {CALLS}' in summary
+
+
+def test_a_container_without_the_annotations_is_untouched(ash):
+    slots_before = set((ash.run_dir / "slots").glob("*")) if (ash.run_dir / "slots").exists() \
+        else set()
+    c = run_container(ash.hooked, ash.name())
+    try:
+        pid = c.pid()
+        cg = Cgroup.of_pid(detect_layout(), pid)
+        assert cg.name.startswith("libpod-") and c.id in cg.name, cg
+        for h, d in cg.dirs.items():  # no framework/ or tools/ in any hierarchy
+            assert [p.name for p in d.iterdir() if p.is_dir()] == [], h
+        mountinfo = c.exec("cat", "/proc/self/mountinfo", check=True).stdout
+        assert "/run/agentshim" not in mountinfo and "agentshim-bash" not in mountinfo
+        # bash is the image's own: the host's bash copied by the image build, same size
+        size = c.exec("stat", "-c", "%s", "/usr/bin/bash", check=True).stdout.strip()
+        assert int(size) == Path("/usr/bin/bash").stat().st_size
+        env = c.podman("inspect", c.name, "--format", "{{.Config.Env}}").stdout
+        assert "AGENTSHIM" not in env
+        annotations = c.podman("inspect", c.name, "--format", "{{.Config.Annotations}}").stdout
+        assert "io.agentshim" not in annotations
+        r = c.exec("bash", "-c", "cat /proc/self/cgroup", check=True)
+        assert r.stderr == ""
+        lines = cgroup_lines(r.stdout)
+        for h in managed_hierarchies():
+            assert lines[h].endswith(cg.dirs[h].name), (h, lines[h])
+        assert Cgroup.of_pid(detect_layout(), pid) == cg
+        assert not (ash.state_dir / "hooks" / f"{c.id}.json").exists()
+        assert ash.records(c.id) == []
+        slots_after = set((ash.run_dir / "slots").glob("*")) if (ash.run_dir / "slots").exists() \
+            else set()
+        assert slots_after == slots_before
+    finally:
+        c.rm()
+
+
+def test_run_rm_of_a_managed_container_leaves_nothing(ash, tmp_path):
+    """The whole life cycle in one `podman run --rm`, the agent itself being a `bash -c`."""
+    cidfile = tmp_path / "cid"
+    r = ash.hooked("run", "--rm", "--cidfile", str(cidfile), "--name", ash.name(),
+                   "--annotation", "io.agentshim.enable=true", IMAGE,
+                   "bash", "-c", "cat /proc/self/cgroup")
+    cid = cidfile.read_text().strip()
+    assert_in_call(r.stdout, 1)
+    assert [x["call"] for x in ash.records(cid)] == [1]
+    assert (ash.state_dir / "summaries" / f"{cid}.json").exists()
+    assert not (ash.state_dir / "hooks" / f"{cid}.json").exists()
+    assert mounts_mentioning(cid) == []
+    rel = cgroup_lines(r.stdout)["memory"].removesuffix("/tools/call-1")
+    left = [str(d) for d in Cgroup.at(detect_layout(), rel).dirs.values() if d.exists()]
+    assert left == [], f"cgroups left behind: {left}"
+
+
+def assert_in_call(proc_cgroup: str, n: int) -> None:
+    lines = cgroup_lines(proc_cgroup)
+    for h in managed_hierarchies():
+        assert lines[h].endswith(f"/tools/call-{n}"), (h, proc_cgroup)
