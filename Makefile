@@ -40,6 +40,14 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBEXEC)/agentshim-bash $(DESTDIR)$(HOOKS_DIR)/agentshim-*.json
 	-rmdir $(DESTDIR)$(LIBEXEC)
 
+.PHONY: deb rpm
+
+deb: wrapper  ## Debian package: dist/agentshim_<version>_<arch>.deb (packaging/debian/, docs/packaging.md)
+	bash packaging/build-deb.sh
+
+rpm:  ## RPM package: dist/agentshim-<version>-1.<arch>.rpm (packaging/rpm/agentshim.spec)
+	bash packaging/build-rpm.sh
+
 lint:
 	$(VENV)/bin/ruff check agentshim tests
 
