@@ -34,6 +34,7 @@ die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 PKGS=(
     podman runc crun conmon catatonit fuse-overlayfs slirp4netns uidmap iptables
     python3 python3-venv python3-pip python3-bpfcc python3-yaml python3-psutil python3-click
+    python3-numpy
     bpftool linux-headers-amd64 linux-image-amd64 qemu-system-x86 busybox-static kmod
     make gcc libc6-dev git rpm
 )
