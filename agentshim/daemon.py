@@ -31,6 +31,7 @@ from agentshim import paths
 from agentshim.broker import Broker, ManagedContainer, Refused
 from agentshim.cgroups import detect_layout
 from agentshim.enforce.enforcer import Enforcer
+from agentshim.policy import PolicyInvalid
 from agentshim.protocol import ProtocolError, decode, encode, peer_cred, read_line
 
 log = logging.getLogger("agentshimd")
@@ -201,7 +202,10 @@ class Daemon:
         ctr = ManagedContainer(id=cid, slot=slot, pid=int(req.get("pid", 0)),
                                cgroup={str(k): str(v) for k, v in cgroup.items()},
                                policy_yaml=str(req.get("policy_yaml", "")))
-        self.broker.policy(ctr)  # refuse a bad policy here, not at the first call
+        try:
+            self.broker.policy(ctr)  # refuse a bad policy here, not at the first call
+        except PolicyInvalid as e:
+            raise Refused(str(e)) from e
         self.broker.persist(ctr)
         self._serve_container(ctr)
         self.enforcer.add_container(ctr)

@@ -1,0 +1,224 @@
+"""A private agentshimd for tests, real cgroups standing in for containers, and real processes
+speaking the wrapper's protocol (start a call, allocate, end) from Python."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentshim.cgroups import Cgroup, ContainerTree, TreeBudget
+from agentshim.protocol import DaemonUnavailable, request
+
+MB = 1 << 20
+
+CALLER = r"""
+import json, os, socket, sys, time
+sock, intent, cmd, mb, step_mb, step_ms, wait = sys.argv[1:8]
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock)
+s.sendall((json.dumps({"op": "start", "argv": ["bash", "-c", cmd], "cwd": "/w",
+                       "intent": intent}) + "\n").encode())
+print(s.makefile().readline().strip(), flush=True)
+print(open("/proc/self/cgroup").read().replace("\n", "|"), flush=True)
+chunks, done = [], 0
+while done < int(mb):
+    n = min(int(step_mb), int(mb) - done)
+    chunks.append(b"\x5a" * (n << 20))
+    done += n
+    print(f"allocated {done} {time.time():.6f}", flush=True)
+    time.sleep(float(step_ms) / 1000)
+print("done", flush=True)
+if wait == "stdin":
+    sys.stdin.read(1)
+"""
+
+ENDER = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"op": "end", "call": int(sys.argv[2]), "status": int(sys.argv[3])})
+           + "\n").encode())
+print(s.makefile().readline().strip())
+"""
+
+
+@dataclass
+class Daemon:
+    """A running private agentshimd."""
+
+    proc: subprocess.Popen
+    run: Path
+    state: Path
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def ctl(self) -> Path:
+        return self.run / "agentshimd.sock"
+
+    def status(self) -> dict[str, Any]:
+        return request(self.ctl, {"op": "status"}, timeout_s=2)
+
+    def wait_ready(self, timeout_s: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.status()
+            except DaemonUnavailable:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("agentshimd did not come up:\n"
+                                         + self.log.read_text()) from None
+                time.sleep(0.05)
+
+    def wait_bpf(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait until the BPF programs are loaded (or known unavailable); the status."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.status()["enforcer"]
+            if st["bpf"] != "loading" or time.monotonic() > deadline:
+                return st
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+    def events(self, cid: str) -> list[dict[str, Any]]:
+        path = self.state / "events" / f"{cid}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+    def records(self, cid: str) -> list[dict[str, Any]]:
+        path = self.state / "calls" / f"{cid}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def start_daemon(tmp: Path, bpf: bool = False, extra_env: dict[str, str] | None = None) -> Daemon:
+    """Start agentshimd with private run/state dirs under tmp."""
+    env = dict(os.environ, AGENTSHIM_RUN_DIR=str(tmp / "run"),
+               AGENTSHIM_STATE_DIR=str(tmp / "state"), AGENTSHIM_BPF="1" if bpf else "0",
+               **(extra_env or {}))
+    log = tmp / "daemon.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=env, stderr=f)
+    d = Daemon(proc, tmp / "run", tmp / "state", env, log)
+    d.wait_ready()
+    return d
+
+
+def register(daemon: Daemon, cg: Cgroup, cid: str, policy: str,
+             budget: TreeBudget | None = None) -> tuple[ContainerTree, Path]:
+    """Build the tree in cg (as prestart does) and register it; (tree, broker socket)."""
+    cg.create(exist_ok=True)
+    tree = ContainerTree(cg)
+    tree.build(budget or TreeBudget())
+    reply = request(daemon.ctl, {"op": "register", "id": cid, "pid": os.getpid(),
+                                 "slot": f"slot-{cid}",
+                                 "cgroup": {k: str(v) for k, v in cg.dirs.items()},
+                                 "policy_yaml": policy})
+    assert reply["ok"], reply
+    return tree, Path(reply["socket"])
+
+
+@dataclass
+class Call:
+    """A real process that starts a tool call from a cgroup, allocates, then waits or exits."""
+
+    proc: subprocess.Popen
+    reply: dict[str, Any]
+    where: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def seq(self) -> int:
+        return int(self.reply["call"])
+
+    def read_until(self, prefix: str, timeout_s: float = 30.0) -> str | None:
+        """Read output lines until one starts with prefix (None at EOF)."""
+        import select
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if not r:
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                return None
+            self.lines.append(line.strip())
+            if line.startswith(prefix):
+                return line.strip()
+        raise AssertionError(f"no {prefix!r} within {timeout_s} s; got {self.lines[-3:]}")
+
+    def drain(self) -> None:
+        """Read every output line available now."""
+        import select
+        assert self.proc.stdout is not None
+        while select.select([self.proc.stdout], [], [], 0.05)[0]:
+            line = self.proc.stdout.readline()
+            if not line:
+                return
+            self.lines.append(line.strip())
+
+    def allocated_mb(self) -> int:
+        """MB allocated so far, from the lines read (call drain() first for the latest)."""
+        got = [int(x.split()[1]) for x in self.lines if x.startswith("allocated")]
+        return max(got, default=0)
+
+    def release(self) -> None:
+        """Let a call waiting on stdin exit."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("x")
+            self.proc.stdin.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def start_call(sock: Path, cg: Cgroup, cmd: str, mb: int = 0, step_mb: int = 16,
+               step_ms: float = 0.0, intent: str = "", wait: str = "stdin") -> Call:
+    """Start a call from a process moved into cg first (as a container process would be)."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", CALLER, str(sock), intent, cmd, str(mb), str(step_mb),
+         str(step_ms), wait],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: cg.move(os.getpid()))
+    assert p.stdout is not None
+    reply = json.loads(p.stdout.readline())
+    where = p.stdout.readline()
+    return Call(p, reply, where)
+
+
+def end_call(sock: Path, cg: Cgroup, seq: int, status: int) -> dict[str, Any]:
+    """Report a call's end from a process in cg (the wrapper's parent, in framework/)."""
+    out = subprocess.run([sys.executable, "-c", ENDER, str(sock), str(seq), str(status)],
+                         capture_output=True, text=True, timeout=30, check=True,
+                         preexec_fn=lambda: cg.move(os.getpid()))
+    return json.loads(out.stdout)
+
+
+def wait_for(pred, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):
+    """Poll pred() until truthy; its value, or AssertionError naming what was awaited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval_s)
