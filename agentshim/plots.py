@@ -1,7 +1,8 @@
 """PNG figures of a characterization report (matplotlib, Agg canvas; no pyplot state).
 
 - ``memory-<task>.png``: a task's container memory over time, tool calls shaded (Bash calls
-  coloured by category), framework baseline and burst line drawn;
+  coloured by category), framework baseline and burst line drawn; live traces add their
+  ``framework/`` and ``tools/`` series and mark agentshimd's actions (throttle, freeze, ...);
 - ``category-peaks.png``: box plots of per-call peak memory by Bash category (all tasks);
 - ``cdf-peak-to-avg.png``: CDF of the tasks' peak/average memory;
 - ``cdf-burst-duration.png``: CDF of the burst durations (all tasks).
@@ -32,6 +33,11 @@ _COLORS: Final = {
     "git": "#8c564b", "file_ops": "#17becf", "other": "#e377c2", "unknown": "#bcbd22",
 }
 _OTHER_TOOL: Final = "#c7c7c7"
+#: Sub-cgroup series of live traces drawn under the container's.
+_SCOPE_COLORS: Final = {"framework": "#1f77b4", "tools": "#ff7f0e"}
+#: agentshimd actions marked on a live trace's memory plot (docs/events.md).
+_EVENT_MARKS: Final = {"throttle": "#bcbd22", "freeze": "#17becf", "thaw": "#2ca02c",
+                       "kill": "#d62728", "oom": "#7f0000"}
 _DPI: Final = 90
 _LOG_TICKS: Final = (10, 20, 50, 100, 150, 200, 300, 500, 1000, 2000, 4000, 8000, 16000,
                      32000, 64000)
@@ -52,7 +58,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def plot_memory(result: TaskResult, path: Path, burst_mb: float) -> Path:
     """A task's memory over time with its tool calls shaded; returns ``path``."""
     trace = result.trace
-    fig = _figure(10, 3.6)
+    fig = _figure(11.5, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     t0 = trace.start or 0.0
     seen: dict[str, str] = {}
@@ -66,8 +72,23 @@ def plot_memory(result: TaskResult, path: Path, burst_mb: float) -> Path:
     times = [s.t - t0 for s in trace.samples]
     mems = [s.mem_bytes / MB for s in trace.samples]
     (line,) = ax.plot(times, mems, color="black", linewidth=1.0, label="container memory")
+    lines: list[Line2D] = [line]
+    for scope, color in _SCOPE_COLORS.items():
+        pts = [(s.t - t0, part["mem_bytes"] / MB) for s in trace.samples
+               if isinstance(part := s.extra.get(scope), dict)
+               and isinstance(part.get("mem_bytes"), int)]
+        if pts:
+            (sub,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color,
+                             linewidth=0.9, label=f"{scope}/")
+            lines.append(sub)
+    marks = [(e["t"] - t0, e["type"]) for e in trace.events
+             if e.get("type") in _EVENT_MARKS and isinstance(e.get("t"), int | float)]
+    for when, kind in marks:
+        ax.axvline(when, color=_EVENT_MARKS[kind], linewidth=0.8, linestyle="-.")
     handles: list[Patch | Line2D] = [
         Patch(color=c, alpha=0.4, label=f"call: {n}") for n, c in seen.items()]
+    handles += [Line2D([], [], color=_EVENT_MARKS[k], linestyle="-.", linewidth=0.8,
+                       label=f"agentshim: {k}") for k in sorted({k for _, k in marks})]
     if result.baseline is not None:
         base = result.baseline / MB
         handles.append(ax.axhline(base, color="#1f77b4", linestyle="--", linewidth=1,
@@ -79,7 +100,9 @@ def plot_memory(result: TaskResult, path: Path, burst_mb: float) -> Path:
     ax.set_title(f"{trace.name}: memory and tool calls", fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(handles=[line, *handles], fontsize=7, loc="upper left", ncol=2)
+    # outside the axes, on the right: it never hides the series
+    ax.legend(handles=[*lines, *handles], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1),
+              borderaxespad=0)
     return _save(fig, path)
 
 
@@ -106,7 +129,14 @@ def plot_category_peaks(results: Sequence[TaskResult], path: Path) -> Path:
         ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         ax.text(0.5, 0.5, "no Bash calls", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylabel("peak container memory during call (MB)")
+    measured = [c.peak_bytes is not None for r in results for c in r.trace.calls
+                if call_category(c) is not None]
+    if measured and all(measured):
+        ax.set_ylabel("peak memory of the call's own cgroup (MB)", fontsize=9)
+    elif any(measured):
+        ax.set_ylabel("per-call peak (MB): own cgroup, else container", fontsize=9)
+    else:
+        ax.set_ylabel("peak container memory during call (MB)")
     ax.set_title("Per-call peak memory by command category (whiskers P5-P95)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

@@ -37,6 +37,7 @@ __all__ = [
     "cpu_mem_corr",
     "find_bursts",
     "format_text",
+    "live_series",
     "max_rise_mb_per_s",
     "merged_windows",
     "sample_interval",
@@ -282,6 +283,42 @@ def cpu_mem_corr(trace: Trace) -> float | None:
     return r if math.isfinite(r) else None
 
 
+def _scope_values(trace: Trace, scope: str) -> list[int]:
+    out: list[int] = []
+    for sample in trace.samples:
+        part = sample.extra.get(scope)
+        if isinstance(part, dict) and isinstance(part.get("mem_bytes"), int):
+            out.append(part["mem_bytes"])
+    return out
+
+
+def _stall_s(trace: Trace, key: str) -> float | None:
+    totals = [psi[key] for s in trace.samples
+              if isinstance(psi := s.extra.get("mem_psi"), dict)
+              and isinstance(psi.get(key), int)]
+    return (totals[-1] - totals[0]) / 1e6 if len(totals) >= 2 else None
+
+
+def live_series(trace: Trace) -> dict[str, float | None]:
+    """What only a live trace (``agentshim trace``) has, all None otherwise:
+    ``framework_avg_mb``/``framework_peak_mb`` (the agent's own cgroup), ``tools_avg_mb``/
+    ``tools_peak_mb`` (all tool calls together), ``mem_stall_s``/``mem_full_stall_s`` (the
+    container's memory PSI some/full stall time over the trace) and ``recorder_cpu_pct``
+    (the recorder's own CPU use, from meta)."""
+    framework, tools = _scope_values(trace, "framework"), _scope_values(trace, "tools")
+    rec_cpu = trace.meta.get("recorder_cpu_pct")
+    return {
+        "framework_avg_mb": _r(statistics.fmean(framework) / MB, 1) if framework else None,
+        "framework_peak_mb": _r(max(framework) / MB, 1) if framework else None,
+        "tools_avg_mb": _r(statistics.fmean(tools) / MB, 1) if tools else None,
+        "tools_peak_mb": _r(max(tools) / MB, 1) if tools else None,
+        "mem_stall_s": _r(_stall_s(trace, "some_total_us"), 3),
+        "mem_full_stall_s": _r(_stall_s(trace, "full_total_us"), 3),
+        "recorder_cpu_pct": _r(rec_cpu, 3)
+        if isinstance(rec_cpu, int | float) and not isinstance(rec_cpu, bool) else None,
+    }
+
+
 def spread(values: Iterable[float | None]) -> dict[str, Any]:
     """min/median/max/mean and coefficient of variation (population stdev / mean) of the
     values that are not None; cv None when the mean is 0."""
@@ -342,6 +379,7 @@ def analyze(trace: Trace, burst_mb: float = DEFAULT_BURST_MB) -> TaskResult:
         "cpu_avg_pct": _r(cpu_avg_pct(trace), 2),
         "cpu_mem_corr": _r(cpu_mem_corr(trace), 3),
         "max_rise_mb_per_s": _r(max_rise_mb_per_s(trace), 1),
+        **live_series(trace),
         "categories": _category_table(cat_calls),
         "tool_time_s": {k: _r(v, 2) for k, v in tool_time_by_tool(trace).items()},
     }
@@ -456,6 +494,18 @@ def format_text(report: Report) -> str:
         out.append(f"note: {est} call end(s) estimated (older tool_calls format): tool time "
                    f"and 'in call' are upper bounds for those tasks")
     out.append("")
+    live = [r for r in (t.row for t in report.tasks)
+            if r["framework_avg_mb"] is not None or r["mem_stall_s"] is not None]
+    if live:
+        out += _table(
+            ["live trace", "framework avg MB", "framework peak MB", "tools avg MB",
+             "tools peak MB", "mem stall s", "full stall s", "recorder cpu %"],
+            [[r["task"][:44], _fmt(r["framework_avg_mb"], ".1f"),
+              _fmt(r["framework_peak_mb"], ".1f"), _fmt(r["tools_avg_mb"], ".1f"),
+              _fmt(r["tools_peak_mb"], ".1f"), _fmt(r["mem_stall_s"], ".2f"),
+              _fmt(r["mem_full_stall_s"], ".2f"), _fmt(r["recorder_cpu_pct"], ".2f")]
+             for r in live])
+        out.append("")
     labels = {"duration_s": "duration s", "peak_mb": "peak MB", "avg_mb": "avg MB",
               "baseline_mb": "baseline MB", "peak_to_avg": "peak/avg",
               "burst_count": "bursts", "bursts_in_tool_calls": "bursts in calls",

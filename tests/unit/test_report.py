@@ -23,6 +23,7 @@ from agentshim.report import (
     cpu_mem_corr,
     find_bursts,
     format_text,
+    live_series,
     max_rise_mb_per_s,
     merged_windows,
     sample_interval,
@@ -252,6 +253,70 @@ def test_report_of_an_empty_trace_has_nulls_not_errors() -> None:
     assert row["peak_mb"] is None and row["baseline_mb"] is None
     assert row["burst_count"] == 0 and row["bursts_in_tool_calls"] is None
     assert row["tool_time_share"] is None
+
+
+def _live() -> Trace:
+    """A hand-made live trace: 5 samples at 100 ms with framework/tools series and PSI."""
+    samples = []
+    for i, (fw, tools) in enumerate([(190, 0), (190, 10), (200, 400), (190, 100), (190, 0)]):
+        psi = {"some_avg10": 0.0, "full_avg10": 0.0, "some_total_us": 1000 + 50_000 * i,
+               "full_total_us": 500 + 10_000 * i}
+        samples.append(Sample(T0 + i / 10, (fw + tools) * MB, 1.0, {
+            "mem_psi": psi,
+            "framework": {"mem_bytes": fw * MB, "cpu_pct": 1.0, "mem_psi": None},
+            "tools": {"mem_bytes": tools * MB, "cpu_pct": None, "mem_psi": psi}}))
+    calls = [ToolCall(T0 + 0.1, T0 + 0.35, "Bash", "pytest", "test", peak_bytes=420 * MB,
+                      id="1")]
+    events = [{"t": T0 + 0.2, "type": "throttle", "call": 1},
+              {"t": T0 + 0.3, "type": "freeze", "call": 1}]
+    return Trace("live", samples, calls, {"recorder_cpu_pct": 0.25}, events)
+
+
+def test_live_series() -> None:
+    assert live_series(_live()) == {
+        "framework_avg_mb": 192.0, "framework_peak_mb": 200.0, "tools_avg_mb": 102.0,
+        "tools_peak_mb": 400.0, "mem_stall_s": 0.2, "mem_full_stall_s": 0.04,
+        "recorder_cpu_pct": 0.25}
+    assert set(live_series(_synthetic()).values()) == {None}  # a dataset-like trace
+    row = analyze(_live()).row
+    assert row["tools_peak_mb"] == 400.0
+    assert row["categories"]["test"]["peak_mb_p50"] == 420.0  # the call's own measured peak
+    text = format_text(build_report([_live(), _synthetic()]))
+    assert "live trace" in text and "framework avg MB" in text
+    lines = text.splitlines()
+    live_row = lines[lines.index(next(x for x in lines if x.startswith("live trace"))) + 2]
+    assert live_row.split() == ["live", "192.0", "200.0", "102.0", "400.0", "0.20", "0.04",
+                                "0.25"]
+    assert "live trace" not in format_text(build_report([_synthetic()]))
+
+
+def test_live_trace_round_trip_and_plots(tmp_path: Path) -> None:
+    trace = _live()
+    out = write_trace(trace, tmp_path / "live")
+    first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert list(first)[:3] == ["t", "mem_bytes", "cpu_pct"] and "framework" in first
+    back = read_trace(out)
+    assert back.samples == trace.samples and back.events == trace.events
+    from agentshim.plots import write_plots
+
+    written = write_plots(build_report([back]), tmp_path / "plots")
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"t": 1, "mem_bytes": 5, "framework": 3}', "'framework' must be an object or null"),
+    ('{"t": 1, "mem_bytes": 5, "tools": {"mem_bytes": -1}}', "'tools': 'mem_bytes' must be"),
+    ('{"t": 1, "mem_bytes": 5, "tools": {"cpu_pct": "x"}}', "'tools': 'cpu_pct' must be"),
+    ('{"t": 1, "mem_bytes": 5, "mem_psi": {"some_total_us": 1.5}}', "'some_total_us' must"),
+    ('{"t": 1, "mem_bytes": 5, "mem_psi": []}', "'mem_psi' must be an object or null"),
+])
+def test_live_sample_extras_are_checked(tmp_path: Path, line: str, message: str) -> None:
+    out = write_trace(_live(), tmp_path / "live")
+    (out / "samples.jsonl").write_text(line + "\n")
+    with pytest.raises(TraceError, match="line 1: " + message.replace("(", r"\(")):
+        read_trace(out)
+    (out / "samples.jsonl").write_text('{"t": 1, "mem_bytes": 5, "later": {"any": 1}}\n')
+    assert read_trace(out).samples[0].extra == {"later": {"any": 1}}  # unknown keys kept
 
 
 # --------------------------------------------------------------------------- importer
