@@ -108,6 +108,8 @@ class Broker:
         (state_dir / "calls").mkdir(parents=True, exist_ok=True)
         self._policies: dict[str, pol.Policy] = {}
         self.events = EventLog(state_dir)
+        #: the last records written, for an end report that arrives after the reaper's
+        self._recent: dict[tuple[str, int], dict[str, Any]] = {}
         #: set by agentshimd: told of every call's start and end (the ladder)
         self.enforcer: Enforcer | None = None
 
@@ -203,6 +205,9 @@ class Broker:
         with ctr.lock:
             call = ctr.calls.get(seq)
             if call is None:
+                late = self._recent.get((ctr.id, seq))
+                if late is not None:  # the reaper wrote it first: still tell the agent
+                    return {"ok": True, "notice": self.notice(late)}
                 raise Refused(f"no active call {seq} in this container")
             call.ended_at = time.time()
         status = req.get("status")
@@ -251,6 +256,9 @@ class Broker:
         with ctr.lock:
             ctr.calls.pop(call.seq, None)
             self.persist(ctr)
+            self._recent[(ctr.id, call.seq)] = rec
+            while len(self._recent) > 256:
+                self._recent.pop(next(iter(self._recent)))
         if not lingering:
             with contextlib.suppress(CgroupError):  # poststop removes what is left
                 cg.remove_tree(kill=False)

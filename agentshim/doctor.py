@@ -905,6 +905,34 @@ def check_agentshimd(sock_path: Path | None = None, timeout: float = 0.5) -> Che
     return Check("agentshimd", OK, f"listening on {sock_path}", data=data)
 
 
+def check_bpf_plan(sock_path: Path | None = None) -> Check:
+    """The BPF hook points in use: those agentshimd attached (asked over its control socket),
+    else those its loader would choose on this kernel."""
+    from agentshim.bpf import plan_description
+    from agentshim.protocol import DaemonUnavailable, ProtocolError, request
+
+    try:
+        st = request(sock_path or paths.control_socket(), {"op": "status"}, timeout_s=1.0)
+        enf = st.get("enforcer") or {}
+    except (DaemonUnavailable, ProtocolError, OSError):
+        enf = {}
+    if enf.get("bpf") == "loaded" and enf.get("bpf_plan"):
+        text, origin = enf["bpf_plan"], "attached by agentshimd"
+    else:
+        text = plan_description()
+        origin = "chosen on this kernel (agentshimd " + (
+            f"BPF {enf['bpf']}" if enf.get("bpf") else "not running") + ")"
+    lines = [x.strip() for x in text.splitlines()[1:] if x.strip()]
+    used = [x.split()[0] for x in lines if "--" not in x and not x.startswith(("note", "output",
+                                                                              "attach"))]
+    data = {"origin": origin, "plan": text}
+    detail = f"hook points {origin}: events {', '.join(used) or 'none'}\n    " + \
+        "\n    ".join(lines)
+    if not used:
+        return Check("bpf-plan", WARN, detail, "see docs/bpf.md", False, data)
+    return Check("bpf-plan", OK, detail, data=data)
+
+
 # --- all together ----------------------------------------------------------------------------
 
 
@@ -961,6 +989,7 @@ def run_doctor(layout: Layout | None = None) -> Report:
         ("tracefs", check_tracefs),
         ("bpf-syscall", check_bpf_syscall),
         ("hook-points", lambda: check_hook_points(hooks)),
+        ("bpf-plan", check_bpf_plan),
         ("memcg-bpf-ops", check_memcg_bpf_ops),
         ("podman", check_podman),
         ("podman-runtime", lambda: check_podman_runtime(layout)),

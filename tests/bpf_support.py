@@ -51,3 +51,16 @@ def container(scratch: Cgroup, name: str = "ctr") -> ContainerTree:
     tree = ContainerTree(root)
     tree.build(TreeBudget(total=1024 * MB))
     return tree
+
+
+def need_bpf() -> None:
+    """Skip (saying why) where BPF programs cannot be loaded: not root, or no bcc."""
+    import os
+
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("needs root to load BPF programs")
+    try:
+        import bcc  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"bcc is not importable ({e}): apt-get install python3-bpfcc")

@@ -42,6 +42,7 @@ class CallState:
     """Transient per-call readings (not persisted)."""
 
     cgroup_id: int = 0
+    nested_ids: list[int] = field(default_factory=list)  # cgroups made inside the call
     high_events: int = -1
     stall: tuple[float, int] | None = None  # (monotonic, PSI some total us)
     last_throttle_log: float = 0.0
@@ -277,7 +278,8 @@ class Enforcer:
         with self._lock:
             st = self.calls.pop((ctr.id, call.seq), None)
             if st is not None:
-                self.by_cgroup_id.pop(st.cgroup_id, None)
+                for cgid in (st.cgroup_id, *st.nested_ids):
+                    self.by_cgroup_id.pop(cgid, None)
 
     # --- the ladder loop -----------------------------------------------------------------
     def _run(self) -> None:
@@ -517,6 +519,31 @@ class Enforcer:
             if self._mev is not None and slot is not None:
                 self._mev.unwatch(slot)
 
+    def _resolve_nested(self, ctr_id: str, cgid: int) -> tuple[str, int] | None:
+        """The call owning a cgroup made inside it (found by inode under tools/), cached."""
+        ctr = self.containers.get(ctr_id)
+        if ctr is None:
+            return None
+        try:
+            tools = self.broker.tree(ctr).tools.dir_for("unified")
+        except CgroupError:
+            return None
+        for call in list(ctr.calls.values()):
+            top = tools / f"call-{call.seq}"
+            for dirpath, _dirs, _files in os.walk(top):
+                try:
+                    if os.stat(dirpath).st_ino != cgid:
+                        continue
+                except OSError:
+                    continue
+                with self._lock:
+                    st = self.calls.get((ctr_id, call.seq))
+                    if st is not None:
+                        st.nested_ids.append(cgid)
+                        self.by_cgroup_id[cgid] = (ctr_id, call.seq)
+                return (ctr_id, call.seq)
+        return None
+
     def _on_bpf(self, evs: list[Any]) -> None:
         from agentshim.bpf import EventType
         wake = False
@@ -528,6 +555,8 @@ class Enforcer:
                     (c for c, s in self._slots.items() if s == ev.slot), None)
             if ctr_id is None:
                 continue
+            if where is None:
+                where = self._resolve_nested(ctr_id, ev.cgroup_id)
             seq = where[1] if where else None
             ctr = self.containers.get(ctr_id)
             call = ctr.calls.get(seq) if ctr is not None and seq is not None else None

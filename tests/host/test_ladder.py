@@ -149,7 +149,8 @@ def test_growing_call_is_frozen_near_the_total_and_thawed_when_a_sibling_ends(da
     """One container, two calls of one priority: the one growing past the 90% mark is frozen
     (the framework and the other call keep running); when the other call ends, it resumes."""
     tree, sock = register(daemon, scratch, "c2",
-                          "memory: {total: 600M, framework_protect: 64M, tool_default: 500M}\nfreeze_timeout: 60s\n")
+                          "memory: {total: 600M, framework_protect: 64M, tool_default: 500M}\n"
+                          "freeze_timeout: 60s\n")
     a = start_call(sock, tree.framework, "python hold.py", mb=200, step_mb=50)
     b = None
     try:
