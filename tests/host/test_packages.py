@@ -297,6 +297,14 @@ def cap_mask(status: str, field: str) -> int:
     return int(re.search(rf"^{field}:\s*(\w+)", status, re.M)[1], 16)
 
 
+def alive(pid: int) -> bool:
+    """The process runs (a zombie waiting to be reaped does not)."""
+    try:
+        return not re.search(r"^State:\s*Z", Path(f"/proc/{pid}/status").read_text(), re.M)
+    except FileNotFoundError:
+        return False
+
+
 def wait_for(pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -363,6 +371,9 @@ def host_for_package(tmp_path) -> Iterator[dict]:
     gone after the purge."""
     if os.geteuid() != 0:
         pytest.skip("installs a package: needs root")
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("systemd is PID 1 here: the package would start agentshimd.service; this "
+                    "test covers hosts without systemd (the hook-started daemon)")
     need("dpkg", "podman", "setpriv")
     if run("dpkg-query", "-W", "-f=${Status}", "agentshim", check=False).stdout.startswith(
             "install ok"):
@@ -401,8 +412,7 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
     gone = host_for_package
     files = deb_files(deb)
     r = run("dpkg", "-i", str(deb), env=clean_env() | {"DEBIAN_FRONTEND": "noninteractive"})
-    if not Path("/run/systemd/system").is_dir():
-        assert "the prestart hook starts agentshimd" in r.stdout + r.stderr
+    assert "the prestart hook starts agentshimd" in r.stdout + r.stderr
     assert run("dpkg-query", "-W", "-f=${Version}", "agentshim").stdout == pkg_version()
     missing = [f for f in files if not os.path.lexists(f)]
     assert not missing, f"installed files missing: {missing}"
@@ -426,7 +436,7 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
     assert run("/usr/bin/agentshim", "policy", "validate",
                "/etc/agentshim/profiles/default.yaml", cwd="/").returncode == 0
 
-    # 1. no daemon yet: the packaged prestart hook starts one (this host has no systemd)
+    # 1. no daemon yet: the packaged prestart hook starts one
     name = f"ashim-pkg-{uuid.uuid4().hex[:8]}"
     gone["containers"].append(name)
     cid, pid = managed_container(name)
@@ -444,10 +454,21 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
     gone["bpf_ids"] += ids1
     print(f"hook-started agentshimd {first}: BPF {bpf1}, programs {ids1}")
     run("podman", "rm", "-f", "-t", "0", name)
-    os.kill(first, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{first}").exists(), 15, f"agentshimd {first} to stop")
 
-    # 2. agentshimd as the unit starts it, with the unit's capability bounding set (systemd is
+    # 2. upgrade in place (the same .deb again): the daemon is stopped before the files change
+    #    and started again after, now as /usr/sbin/agentshimd
+    r = run("dpkg", "-i", str(deb), env=clean_env() | {"DEBIAN_FRONTEND": "noninteractive"})
+    out = r.stdout + r.stderr
+    assert f"stopping agentshimd (pid {first}" in out and "started agentshimd" in out, out
+    assert not alive(first)
+    wait_for(daemon_answers, 30, "agentshimd restarted after the upgrade")
+    restarted = daemon_pid()
+    gone["daemons"].add(restarted)
+    assert b"/usr/sbin/agentshimd" in Path(f"/proc/{restarted}/cmdline").read_bytes()
+    os.kill(restarted, signal.SIGTERM)
+    wait_for(lambda: not alive(restarted), 15, f"agentshimd {restarted} to stop")
+
+    # 3. agentshimd as the unit starts it, with the unit's capability bounding set (systemd is
     #    not PID 1 here: setpriv applies CapabilityBoundingSet and NoNewPrivileges)
     unit = Path(f"/lib/systemd/system/{UNIT}").read_text()
     caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M)[1].split()
@@ -478,7 +499,7 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
         assert all(second in holders(progs[i]) for i in ids2 if progs[i].get("pids"))
     run("podman", "rm", "-f", "-t", "0", name)
 
-    # 3. purge with that daemon running: prerm stops it, postrm removes the state
+    # 4. purge with that daemon running: prerm stops it, postrm removes the state
     r = run("dpkg", "--purge", "agentshim")
     print(r.stdout + r.stderr)
     left = [f for f in files if os.path.lexists(f)]
@@ -489,7 +510,7 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
               Path(f"/var/lib/systemd/deb-systemd-helper-enabled/{UNIT}.dsh-also")):
         assert not os.path.lexists(p), f"{p} left after purge"
     assert not list(HOOKS_D.glob("agentshim-*")) if HOOKS_D.exists() else True
-    assert not [pid for pid in gone["daemons"] if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in gone["daemons"] if alive(pid)]
     assert our_daemons() == []
     assert not [str(d) for d in gone["cgroups"] if d.exists()], "cgroups left after purge"
     if shutil.which("bpftool"):
