@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, BinaryIO, Final
 
 from agentshim import __version__
 from agentshim.cgroups import Cgroup, CgroupError, parse_flat_keyed, parse_pressure
@@ -200,26 +200,34 @@ class RecordResult:
 
 
 class _Writer:
-    """Appends the trace's lines as they come (flushed every second) and rewrites meta.json."""
+    """Appends the trace's lines as they come and rewrites meta.json. Lines are collected and
+    written together about once a second, each batch in one ``write``: the files only ever
+    hold whole lines, so a trace can be read (``agentshim report``) while it is recorded."""
 
     def __init__(self, root: Path, name: str) -> None:
         self.root = root
         self.name = name
-        self.samples: IO[str] = open(root / SAMPLES, "a", encoding="utf-8")  # noqa: SIM115
-        self.calls: IO[str] = open(root / CALLS, "a", encoding="utf-8")  # noqa: SIM115
-        self.events: IO[str] | None = None
+        self._files: dict[str, BinaryIO] = {}
+        self._pending: dict[str, list[str]] = {SAMPLES: [], CALLS: [], EVENTS: []}
+        for fname in (SAMPLES, CALLS):
+            self._open(fname)
         self._flushed = time.monotonic()
 
+    def _open(self, fname: str) -> BinaryIO:
+        fh = self._files.get(fname)
+        if fh is None:
+            fh = open(self.root / fname, "ab", buffering=0)  # noqa: SIM115 (kept open)
+            self._files[fname] = fh
+        return fh
+
     def sample(self, sample: Sample) -> None:
-        self.samples.write(sample_line(sample))
+        self._pending[SAMPLES].append(sample_line(sample))
 
     def call(self, call: ToolCall) -> None:
-        self.calls.write(call_line(call))
+        self._pending[CALLS].append(call_line(call))
 
     def event(self, event: dict[str, Any]) -> None:
-        if self.events is None:
-            self.events = open(self.root / EVENTS, "a", encoding="utf-8")  # noqa: SIM115
-        self.events.write(dump_line(event))
+        self._pending[EVENTS].append(dump_line(event))
 
     def meta(self, meta: dict[str, Any]) -> None:
         self.flush()
@@ -230,14 +238,23 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
-        for fh in (self.samples, self.calls, self.events):
-            if fh is not None:
-                fh.flush()
+        for fname, lines in self._pending.items():
+            if lines:
+                data = memoryview("".join(lines).encode("utf-8"))
+                lines.clear()
+                fh = self._open(fname)
+                while data:
+                    written = fh.write(data)
+                    if not written:
+                        raise OSError(errno.EIO, f"short write to {self.root / fname}")
+                    data = data[written:]
         self._flushed = time.monotonic()
 
     def close(self) -> None:
-        for fh in (self.samples, self.calls, self.events):
-            if fh is not None:
+        try:
+            self.flush()
+        finally:
+            for fh in self._files.values():
                 fh.close()
 
 
@@ -296,6 +313,9 @@ class Recorder:
                                 f"{self.target.name or self.target.id[:12]}: {exc}") from None
         try:
             return self._record(readers)
+        except OSError as exc:
+            raise RecorderError(f"{self.out}: cannot write the trace: "
+                                f"{exc.strerror or exc}") from None
         finally:
             for r in readers.values():
                 r.close()

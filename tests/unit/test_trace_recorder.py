@@ -4,6 +4,7 @@ and the sampler on real cgroups with a real process allocating memory (host: hyb
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -162,6 +163,8 @@ def test_records_series_calls_and_events_until_stopped(tree: FakeTree, tmp_path:
         fh.write(rec[20:] + "\n")
     _wait_for(lambda: any(s.calls for s in statuses))
     time.sleep(0.2)
+    mid = read_trace(out)  # readable while it is recorded: whole lines only, meta first
+    assert mid.meta["ended"] is None and len(mid.samples) >= 3
     recorder.request_stop()
     th.join(10)
     result = res["result"]
@@ -410,6 +413,31 @@ def test_command_records_until_the_duration(monkeypatch: pytest.MonkeyPatch, tre
     assert res.exit_code == 0, res.output
     assert "duration reached" in res.output and "recorder CPU" in res.output
     assert 4 <= len(read_trace(tmp_path / "t").samples) <= 8
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_status_line_on_a_tty(monkeypatch: pytest.MonkeyPatch, tree: FakeTree,
+                                   tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(CLI_MODULE, "find_target", lambda c: _target(tree, tmp_path / "state"))
+    tree.set("", mem=215_300_000)
+    tree.set("tools", mem=20_100_000)
+    fake = _Tty()
+    monkeypatch.setattr(sys, "stderr", fake)
+    assert trace_cmd.callback is not None
+    trace_cmd.callback(container="ctr", out_dir=tmp_path / "t", interval=0.05, duration=1.2)
+    text = fake.getvalue()
+    assert "\r\x1b[K" in text
+    status = text.split("\r\x1b[K")[1]
+    assert status.startswith("trace ctr:") and "samples  mem 215.3 MB (tools 20.1 MB)" in status
+    assert "0 call(s)" in status
+    assert text.count("\r\x1b[K") >= 3  # refreshed about twice a second, then cleared
+    # the status line is cleared before the closing summary
+    assert text.split("\r\x1b[K")[-1].startswith("agentshim trace: duration reached")
 
 
 # --------------------------------------------------------------------------- real cgroups
