@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make deb`: dist/agentshim_<version>_<arch>.deb with dpkg-deb from a staged tree (no
 # debhelper). The tree is packaging/build-stage.sh's; the control file, maintainer scripts and
-# copyright are in packaging/debian/. Work files go to build/deb/.
+# copyright are in packaging/debian/. Work files go to build/deb/ (or $WORK_DIR), the package to
+# dist/ (or $DIST_DIR).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STAGE="$REPO/packaging/build-stage.sh"
 OUT=${DIST_DIR:-$REPO/dist}
-WORK=$REPO/build/deb
+WORK=${WORK_DIR:-$REPO/build/deb}
 
 VERSION=$("$STAGE" version deb)
 ARCH=$(dpkg --print-architecture)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make rpm`: dist/agentshim-<version>-1.<arch>.rpm and the SRPM, built with rpmbuild (Debian's
 # `rpm` package works) from packaging/rpm/agentshim.spec and a source tarball of this checkout.
-# Work files go to build/rpm/ (the rpmbuild _topdir).
+# Work files go to build/rpm/ (the rpmbuild _topdir; or $WORK_DIR), the packages to dist/ (or
+# $DIST_DIR).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STAGE="$REPO/packaging/build-stage.sh"
 OUT=${DIST_DIR:-$REPO/dist}
-TOP=$REPO/build/rpm
+TOP=${WORK_DIR:-$REPO/build/rpm}
 
 command -v rpmbuild >/dev/null || { echo "build-rpm: rpmbuild missing (apt-get install rpm)" >&2; exit 1; }
 VERSION=$("$STAGE" version rpm)

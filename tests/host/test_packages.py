@@ -80,7 +80,7 @@ def deb(tmp_path_factory) -> Path:
     """`make deb` into a private dist directory."""
     need("dpkg-deb", "gcc", "make")
     out = tmp_path_factory.mktemp("dist-deb")
-    env = clean_env() | {"DIST_DIR": str(out)}
+    env = clean_env() | {"DIST_DIR": str(out), "WORK_DIR": str(out / "work")}
     run("make", "-s", "-C", str(REPO), "deb", env=env)
     arch = run("dpkg", "--print-architecture").stdout.strip()
     path = out / f"agentshim_{pkg_version()}_{arch}.deb"
@@ -101,7 +101,8 @@ def rpm(tmp_path_factory) -> Path:
     """`make rpm` into a private dist directory."""
     need("rpmbuild", "rpm", "gcc", "make")
     out = tmp_path_factory.mktemp("dist-rpm")
-    run("make", "-s", "-C", str(REPO), "rpm", env=clean_env() | {"DIST_DIR": str(out)})
+    run("make", "-s", "-C", str(REPO), "rpm",
+        env=clean_env() | {"DIST_DIR": str(out), "WORK_DIR": str(out / "work")})
     path = out / f"agentshim-{pkg_version()}-1.{platform.machine()}.rpm"
     assert path.exists(), f"make rpm did not write {path.name}: {sorted(os.listdir(out))}"
     return path
@@ -435,6 +436,9 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
         assert where == str(REPO / "agentshim/__init__.py")
     assert run("/usr/bin/agentshim", "policy", "validate",
                "/etc/agentshim/profiles/default.yaml", cwd="/").returncode == 0
+    doctor = json.loads(run("/usr/bin/agentshim", "doctor", "--json", check=False).stdout)
+    checks = {c["name"]: c["status"] for c in doctor["checks"]}
+    assert checks["oci-hooks"] == "ok" and checks["bcc"] == "ok", checks
 
     # 1. no daemon yet: the packaged prestart hook starts one
     name = f"ashim-pkg-{uuid.uuid4().hex[:8]}"
