@@ -1,0 +1,129 @@
+"""How a replay is shown: the comparison table (text and markdown) and the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentshim.replay.metrics import MIB
+
+#: (key, label, format) of the table's rows.
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("tenants_completed", "tenants completed", "{}"),
+    ("agent_deaths", "agent deaths", "{}"),
+    ("tool_calls_killed", "tool calls killed", "{}"),
+    ("throttled_s", "throttled (s)", "{:.1f}"),
+    ("frozen_s", "frozen (s)", "{:.1f}"),
+    ("alloc_latency_p50_ms", "alloc latency p50 (ms/4MiB)", "{:.2f}"),
+    ("alloc_latency_p95_ms", "alloc latency p95 (ms/4MiB)", "{:.2f}"),
+    ("completion_s", "completion, mean (s)", "{:.1f}"),
+    ("completion_ratio", "completion / trace's own", "{:.3f}"),
+    ("high_priority_ratio", "tenant 0 (high) completion / own", "{:.3f}"),
+    ("peak_mb", "host peak (MiB)", "{:.0f}"),
+    ("avg_mb", "host average (MiB)", "{:.0f}"),
+    ("memory_efficiency", "memory efficiency (avg/host)", "{:.2f}"),
+    ("reactive_kills", "containers killed by the poller", "{}"),
+)
+
+
+def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
+    if key == "high_priority_ratio":
+        detail = m.get("tenant_detail") or []
+        value = detail[0].get("completion_ratio") if detail else None
+    else:
+        value = m.get(key)
+    if value is None:
+        return "-"
+    if key in ("tenants_completed", "agent_deaths") and m.get("tenants") is not None:
+        return f"{value}/{m['tenants']}"
+    return fmt.format(value)
+
+
+def table_rows(policies: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison."""
+    header = ["", *policies]
+    rows = [[label, *(_cell(m, key, fmt) for m in policies.values())]
+            for key, label, fmt in ROWS]
+    return header, rows
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The comparison as aligned text, with the set-up above it."""
+    c = result.get("config", {})
+    lines = [f"replay of {c.get('tenants')} tenant(s) on a {c.get('host_mb', 0):.0f} MiB host "
+             f"(overcommit {c.get('overcommit', 0):.2f}x: sum of peaks / host), speed "
+             f"{c.get('speed')}x, {'podman' if c.get('podman') else 'bare cgroups'} "
+             f"({c.get('cgroups')})"]
+    for t in result.get("tenants", []):
+        lines.append(f"  tenant {t['tenant']} ({t['priority']}): {t['trace']} "
+                     f"peak {t['demand_peak_mb']:.0f} MiB avg {t['demand_avg_mb']:.0f} MiB, "
+                     f"{t['nominal_s']:.0f} s")
+    header, rows = table_rows(result["policies"])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines.append("")
+    for r in [header, *rows]:
+        lines.append("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+                               for i, cell in enumerate(r)).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(policies: dict[str, dict[str, Any]]) -> str:
+    """The comparison as a markdown table."""
+    header, rows = table_rows(policies)
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def write_plot(result: dict[str, Any], series: dict[str, list[tuple[float, int]]],
+               path: Path) -> Path:
+    """Host memory over time per policy (with the host's limit) and bars of the outcomes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policies = result["policies"]
+    host_mb = result.get("config", {}).get("host_mb", 0)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    ax = axes[0][0]
+    for name, pts in series.items():
+        if pts:
+            ax.plot([t for t, _ in pts], [v / MIB for _, v in pts], label=name, lw=1.2)
+    if host_mb:
+        ax.axhline(host_mb, color="black", ls="--", lw=1, label="host limit")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("host memory in use (MiB)")
+    ax.set_title("host memory (working set) per policy")
+    ax.legend(fontsize=8)
+
+    names = list(policies)
+    x = range(len(names))
+
+    def bars(ax: Any, keys: list[tuple[str, str]], title: str, ylabel: str) -> None:
+        width = 0.8 / len(keys)
+        for k, (key, label) in enumerate(keys):
+            vals = [float(policies[n].get(key) or 0) for n in names]
+            pos = [i + (k - (len(keys) - 1) / 2) * width for i in x]
+            b = ax.bar(pos, vals, width, label=label)
+            ax.bar_label(b, fmt="%g", fontsize=7)
+        ax.set_xticks(list(x), names)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+
+    bars(axes[0][1], [("tenants_completed", "tenants completed"),
+                      ("agent_deaths", "agent deaths"),
+                      ("tool_calls_killed", "tool calls killed")], "outcomes", "count")
+    bars(axes[1][0], [("alloc_latency_p50_ms", "p50"), ("alloc_latency_p95_ms", "p95")],
+         "allocation latency (one 4 MiB chunk)", "ms")
+    bars(axes[1][1], [("throttled_s", "throttled"), ("frozen_s", "frozen")],
+         "time stalled (all tenants)", "s")
+    c = result.get("config", {})
+    fig.suptitle(f"agentshim replay: {c.get('tenants')} tenants, {host_mb:.0f} MiB host, "
+                 f"overcommit {c.get('overcommit', 0):.2f}x, speed {c.get('speed')}x")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
