@@ -8,8 +8,8 @@ export VENV
 setup:  ## install and configure everything (idempotent)
 	bash packaging/setup-host.sh
 
-demo: setup  ## the embedded demo (until the replay demo lands: what this host can do)
-	$(VENV)/bin/agentshim doctor
+demo: setup  ## the embedded demo: 5 agent tenants under every policy (~3 min), table + plot
+	$(VENV)/bin/agentshim demo
 
 test: setup  ## every tier: host (hybrid here) and the pure-v2 VM; each reports its counts
 	$(PY) tests/run_tiers.py --tier all
