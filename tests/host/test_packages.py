@@ -436,6 +436,8 @@ def test_deb_install_run_container_purge(deb: Path, host_for_package: dict) -> N
         assert where == str(REPO / "agentshim/__init__.py")
     assert run("/usr/bin/agentshim", "policy", "validate",
                "/etc/agentshim/profiles/default.yaml", cwd="/").returncode == 0
+    # the runtime shim's launcher: passes --version through to the real runtime
+    assert "version" in run("/usr/bin/agentshim-runtime", "--version", cwd="/").stdout
     doctor = json.loads(run("/usr/bin/agentshim", "doctor", "--json", check=False).stdout)
     checks = {c["name"]: c["status"] for c in doctor["checks"]}
     assert checks["oci-hooks"] == "ok" and checks["bcc"] == "ok", checks
