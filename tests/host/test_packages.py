@@ -162,8 +162,11 @@ def test_deb_control_files_and_version(deb: Path, deb_tree: Path) -> None:
                           .read_text())
         want = json.loads(p.read_text().replace("@AGENTSHIM@", "/usr/bin/agentshim"))
         assert hook == want
-    for exe in ("usr/bin/agentshim", "usr/bin/agentshim-runtime", "usr/sbin/agentshimd"):
-        assert (deb_tree / exe).read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
+        assert hook["hook"]["path"] in files, f"{p.name}: {hook['hook']['path']} not packaged"
+    launchers = sorted(f for f in files if f.startswith(("/usr/bin/", "/usr/sbin/")))
+    assert launchers, files
+    for exe in launchers:
+        assert (deb_tree / exe[1:]).read_text().splitlines()[0] == "#!/usr/bin/python3 -I", exe
     wrapper = deb_tree / "usr/libexec/agentshim/agentshim-bash"
     assert "INTERP" not in run("readelf", "-l", str(wrapper)).stdout, "wrapper not static"
 
