@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from agentshim.trace.model import ToolCall
 
-__all__ = ["JsonlTail", "call_from_record", "event_from_line", "open_calls"]
+__all__ = ["JsonlTail", "call_from_record", "event_from_line"]
 
 #: Keys of a call record that become ToolCall fields (the rest goes to ``extra`` as is).
 _RECORD_FIELDS: Final = ("container", "call", "command", "category", "start", "duration_s",
@@ -152,16 +152,3 @@ class JsonlTail:
             os.close(self._fd)
             self._fd = None
 
-
-def open_calls(path: Path) -> list[ToolCall]:
-    """Every call of an agentshimd call-record file (missing file: none)."""
-    tail = JsonlTail(path, from_end=False)
-    try:
-        calls: list[ToolCall] = []
-        while True:
-            batch = tail.poll()
-            if not batch:
-                return calls
-            calls.extend(c for c in map(call_from_record, batch) if c is not None)
-    finally:
-        tail.close()

@@ -145,7 +145,7 @@ def find_target(container: str, state_dir: Path | None = None, layout: Layout | 
             raise TargetError(f"podman inspect {container!r}: no container id in its answer")
         name = str(info.get("Name") or "").lstrip("/") or None
         status = (info.get("State") or {}).get("Status")
-        if status not in (None, "running"):
+        if status not in (None, "running", "paused"):
             raise TargetError(f"container {name or cid[:12]} is not running (state: {status})")
     notes: list[str] = []
     dirs = _hooks_record(cid, state)
@@ -168,6 +168,13 @@ def find_target(container: str, state_dir: Path | None = None, layout: Layout | 
     if not root.exists():
         raise TargetError(f"the cgroup of container {name or cid[:12]} does not exist "
                           f"({root.primary}): is it running?")
+    try:
+        running = root.populated()
+    except CgroupError:
+        running = False
+    if not running:
+        raise TargetError(f"container {name or cid[:12]} is not running (its cgroup "
+                          f"{root.primary} holds no process)")
     target = target_from_cgroup(cid, root, state, name, found_by)
     if target.managed and dirs is None:
         notes.append(f"no prestart record in {state / 'hooks'}: agentshimd's call records "

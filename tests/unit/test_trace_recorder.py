@@ -358,6 +358,9 @@ def test_find_target(tree: FakeTree, tmp_path: Path) -> None:
     # a full id with a prestart record needs no podman at all
     by_id = find_target(CID, state, tree.layout, _podman({}))
     assert by_id.root == tree.cg and by_id.name is None
+    tree.populated(False)
+    with pytest.raises(TargetError, match="is not running .its cgroup .* holds no process"):
+        find_target(CID, state, tree.layout, _podman({}))
 
 
 def test_find_target_without_record_uses_the_pid(tmp_path: Path,
@@ -370,6 +373,7 @@ def test_find_target_without_record_uses_the_pid(tmp_path: Path,
     own = Cgroup.of_pid(layout, os.getpid())
     for d in own.dirs.values():
         d.mkdir(parents=True, exist_ok=True)
+    (own.dirs["unified"] / "cgroup.events").write_text("populated 1\n")
     run = _podman({"ctr": (0, json.dumps([{"Id": CID, "Name": "ctr", "State": {
         "Status": "running", "Pid": os.getpid()}}]), "")})
     target = find_target("ctr", tmp_path / "state", layout, run)
