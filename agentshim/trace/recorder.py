@@ -22,7 +22,6 @@ import errno
 import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,6 +164,42 @@ def _cpu_pct(prev: ScopeReading | None, cur: ScopeReading) -> float | None:
         return None
     pct = (cur.cpu_ns - prev.cpu_ns) / 1e9 / (cur.mono - prev.mono) * 100
     return round(max(0.0, pct), 2)
+
+
+class _Lateness:
+    """How late ticks were, in a fixed histogram (0.1 ms steps up to 1 s; the rest in one
+    overflow bucket), so a recording of days keeps constant memory."""
+
+    STEP_MS: Final = 0.1
+    BUCKETS: Final = 10_000
+
+    def __init__(self) -> None:
+        self.counts = [0] * (self.BUCKETS + 1)
+        self.n = 0
+        self.max_ms = 0.0
+
+    def add(self, late_s: float) -> None:
+        ms = max(0.0, late_s * 1000)
+        self.counts[min(self.BUCKETS, int(ms / self.STEP_MS))] += 1
+        self.n += 1
+        self.max_ms = max(self.max_ms, ms)
+
+    def quantile(self, q: float) -> float:
+        """Upper edge of the bucket holding the q-quantile, in ms (0 without ticks)."""
+        if not self.n:
+            return 0.0
+        rank, seen = q * self.n, 0
+        for i, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank and count:
+                if i == self.BUCKETS:  # the overflow bucket: only the maximum is known
+                    return self.max_ms
+                return min(self.max_ms, (i + 1) * self.STEP_MS)
+        return self.max_ms
+
+    def summary(self) -> dict[str, float]:
+        return {"p50": round(self.quantile(0.5), 2), "p99": round(self.quantile(0.99), 2),
+                "max": round(self.max_ms, 2)}
 
 
 @dataclass(frozen=True)
@@ -340,7 +375,7 @@ class Recorder:
         prev: dict[str, ScopeReading] = {}
         state = _LogState()
         samples = missed = 0
-        lateness: list[float] = []
+        lateness = _Lateness()
         stop_reason = "signal"
         last_log = last_status = -math.inf
         container = readers["container"]
@@ -357,7 +392,7 @@ class Recorder:
                     if self._stop:
                         stop_reason = "signal"
                         break
-                lateness.append(time.monotonic() - due)
+                lateness.add(time.monotonic() - due)
                 try:
                     sample, current = self._sample(readers, prev)
                 except CgroupError:
@@ -402,7 +437,6 @@ class Recorder:
                 state.calls += 1
             duration = max(0.0, ended - wall0)
             cpu_s = time.process_time() - cpu0
-            lat_ms = sorted(1000 * x for x in lateness) or [0.0]
             meta.update({
                 "ended": round(ended, 3), "stop_reason": stop_reason, "samples": samples,
                 "missed_ticks": missed, "calls": state.calls, "events": state.events,
@@ -410,10 +444,7 @@ class Recorder:
                 "recorder_cpu_s": round(cpu_s, 3),
                 "recorder_cpu_pct": round(100 * cpu_s / duration, 3) if duration else None,
                 "recorder_us_per_sample": round(1e6 * cpu_s / samples, 1) if samples else None,
-                "tick_late_ms": {"p50": round(statistics.median(lat_ms), 2),
-                                 "p99": round(lat_ms[min(len(lat_ms) - 1,
-                                                         int(0.99 * len(lat_ms)))], 2),
-                                 "max": round(lat_ms[-1], 2)},
+                "tick_late_ms": lateness.summary(),
             })
             writer.meta(meta)
         finally:

@@ -29,7 +29,13 @@ from agentshim.cli.trace import trace as trace_cmd
 from agentshim.report import analyze
 from agentshim.trace import load_trace, read_trace
 from agentshim.trace.daemon_log import JsonlTail, call_from_record, event_from_line
-from agentshim.trace.recorder import Recorder, RecorderError, RecordResult, Status
+from agentshim.trace.recorder import (
+    Recorder,
+    RecorderError,
+    RecordResult,
+    Status,
+    _Lateness,
+)
 from agentshim.trace.target import Target, TargetError, find_target, target_from_cgroup
 
 CID = "c0ffee" + "0" * 58
@@ -262,6 +268,15 @@ def test_container_gone_stops_the_recording(tmp_path: Path) -> None:
     trace = read_trace(tmp_path / "t")
     assert "framework" not in trace.samples[0].extra  # unmanaged: container series only
     assert trace.meta["managed"] is False
+
+
+def test_tick_lateness_histogram() -> None:
+    late = _Lateness()
+    assert late.summary() == {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    for ms in [0.05] * 90 + [3.0] * 9 + [2500.0]:  # beyond the last bucket: overflow
+        late.add(ms / 1000)
+    assert late.summary() == {"p50": 0.1, "p99": 3.1, "max": 2500.0}
+    assert late.quantile(1.0) == 2500.0
 
 
 def test_output_directory_must_not_hold_a_trace(tree: FakeTree, tmp_path: Path) -> None:
