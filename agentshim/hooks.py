@@ -1,6 +1,13 @@
 """OCI hooks: precreate (config.json edits), prestart (tree + registration), poststop (teardown).
 
-The precreate edits are one function, `edit_config`, shared with agentshim-runtime.
+Podman runs them as `agentshim-hook precreate|prestart|poststop` (hooks/*.json; `main()` below),
+`agentshim hook STAGE` does the same. Every container start runs three of them, so this module
+imports only what each stage needs: the policy parser (and yaml) is loaded by precreate, which
+leaves the container's budgets in a plan file for prestart; the cgroup layer by prestart and
+poststop.
+
+The precreate edits are one function, `edit_config`, shared with agentshim-runtime; the
+poststop teardown is one function, `teardown`, shared with agentshim-runtime's `delete`.
 """
 
 from __future__ import annotations
@@ -14,18 +21,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from agentshim import paths
-from agentshim import policy as pol
-from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, TreeBudget, detect_layout
 from agentshim.protocol import DaemonUnavailable, request
-from agentshim.units import UNLIMITED
+
+if TYPE_CHECKING:
+    from agentshim import policy as pol
 
 ANNOTATION_SLOT = "io.agentshim.slot"
 BASH_PATHS = ("/bin/bash", "/usr/bin/bash")
+STAGES = ("precreate", "prestart", "poststop")
+REGISTER_TIMEOUT_S = 10.0
 
 
 class HookError(Exception):
@@ -71,6 +78,8 @@ def refusals_log() -> Path:
 def policy_of(annotations: dict[str, str]) -> pol.Policy | None:
     """The container's policy from its annotations (None: not managed). Raises HookError,
     after appending the reason to refusals_log()."""
+    from agentshim import policy as pol
+
     try:
         return pol.policy_from_annotations(annotations, paths.profiles_dir())
     except pol.PolicyInvalid as e:
@@ -82,19 +91,78 @@ def policy_of(annotations: dict[str, str]) -> pol.Policy | None:
         raise HookError(msg) from e
 
 
+# --- plan: what prestart needs, written by precreate ---------------------------------------
+
+
+def _hooks_state() -> Path:
+    return paths.state_dir() / "hooks"
+
+
+def _plan_path(slot: str) -> Path:
+    return _hooks_state() / f"slot-{slot}.json"
+
+
+def make_plan(policy: pol.Policy) -> dict[str, Any]:
+    """The container-level budgets (bytes, None = no limit) and the policy for agentshimd."""
+    import yaml
+
+    from agentshim.units import UNLIMITED
+
+    def opt(x: int) -> int | None:
+        return None if x >= UNLIMITED else x
+
+    m = policy.memory
+    return {"total": opt(m.total), "framework_low": opt(m.framework_protect),
+            "tools_high": opt(m.tools), "policy_yaml": yaml.safe_dump(policy.to_dict())}
+
+
+def _safe_slot(slot: str) -> bool:
+    return bool(slot) and "/" not in slot and slot not in (".", "..") and len(slot) <= 128
+
+
+def _load_plan(slot: str) -> dict[str, Any] | None:
+    """The plan precreate left for this slot, in a root-only host directory (never in the
+    slot directory, which the container can write)."""
+    if not _safe_slot(slot):
+        return None
+    try:
+        plan = json.loads(_plan_path(slot).read_text())
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) and "policy_yaml" in plan else None
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+# --- precreate ------------------------------------------------------------------------------
+
+
+def _already_edited(config: dict[str, Any]) -> bool:
+    return any(isinstance(m, dict) and m.get("destination") == paths.CONTAINER_RUN_DIR
+               for m in config.get("mounts") or [])
+
+
 def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str, Any]:
     """The precreate edits: wrapper over the image's bash, the real bash at a side path, the
-    per-container broker directory mounted at /run/agentshim. Unmanaged containers are
-    returned untouched. Raises HookError for a bad policy."""
+    per-container broker directory mounted at /run/agentshim. Unmanaged containers, and
+    configs edited already (precreate hook and agentshim-runtime both ran), are returned
+    untouched. Raises HookError for a bad policy."""
     annotations = config.get("annotations") or {}
-    if policy_of(annotations) is None:
+    policy = policy_of(annotations)
+    if policy is None or _already_edited(config):
         return config
     root = Path((config.get("root") or {}).get("path", "rootfs"))
     if not root.is_absolute():
         root = (bundle or Path.cwd()) / root
-    slot = annotations.get(ANNOTATION_SLOT) or secrets.token_hex(8)
+    slot = secrets.token_hex(8)
     slot_dir = paths.slots_dir() / slot
     slot_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    _write_json(_plan_path(slot), make_plan(policy))
     mounts = config.setdefault("mounts", [])
     mounts.append({"destination": paths.CONTAINER_RUN_DIR, "type": "bind",
                    "source": str(slot_dir), "options": ["bind", "rw", "nosuid", "nodev"]})
@@ -118,11 +186,10 @@ def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str,
     return config
 
 
-def _opt(x: int) -> int | None:
-    return None if x >= UNLIMITED else x
+# --- agentshimd -----------------------------------------------------------------------------
 
 
-def ensure_daemon(timeout_s: float = 5.0) -> None:
+def ensure_daemon(timeout_s: float = 10.0) -> None:
     """Start agentshimd detached when its control socket does not answer."""
     with contextlib.suppress(DaemonUnavailable):
         request(paths.control_socket(), {"op": "status"}, timeout_s=1.0)
@@ -143,40 +210,52 @@ def ensure_daemon(timeout_s: float = 5.0) -> None:
                             f"(see {log_dir / 'agentshimd.log'})")
 
 
+def register(req: dict[str, Any]) -> dict[str, Any]:
+    """Send a register request; agentshimd is started first when it does not answer (one
+    round trip when it runs, which is the usual case)."""
+    try:
+        return request(paths.control_socket(), req, timeout_s=REGISTER_TIMEOUT_S)
+    except DaemonUnavailable:
+        ensure_daemon()
+    return request(paths.control_socket(), req, timeout_s=REGISTER_TIMEOUT_S)
+
+
 def _record_path(cid: str) -> Path:
-    return paths.state_dir() / "hooks" / f"{cid}.json"
+    return _hooks_state() / f"{cid}.json"
+
+
+# --- prestart -------------------------------------------------------------------------------
 
 
 def prestart(state: dict[str, Any]) -> str:
     """Build the tree, move the container into framework/, register with agentshimd.
     Returns a one-line status; a daemon that cannot be reached is a warning (fail-open)."""
     annotations = state.get("annotations") or {}
-    policy = policy_of(annotations)
-    if policy is None:
-        return "not managed"
+    slot = str(annotations.get(ANNOTATION_SLOT) or "")
+    plan = _load_plan(slot)
+    if plan is None:  # no precreate plan (or an engine that lost it): parse the annotations
+        policy = policy_of(annotations)
+        if policy is None:
+            return "not managed"
+        if not _safe_slot(slot):
+            raise HookError("agentshim: no io.agentshim.slot annotation (precreate hook or "
+                            "agentshim-runtime did not run)")
+        plan = make_plan(policy)
+    from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, TreeBudget, detect_layout
+
     cid, pid = str(state["id"]), int(state["pid"])
-    slot = annotations.get(ANNOTATION_SLOT)
-    if not slot:
-        raise HookError("agentshim: no io.agentshim.slot annotation (precreate hook or "
-                        "agentshim-runtime did not run)")
-    layout = detect_layout()
-    root = Cgroup.of_pid(layout, pid)
+    root = Cgroup.of_pid(detect_layout(), pid)
     tree = ContainerTree(root)
-    m = policy.memory
     try:
-        tree.build(TreeBudget(total=_opt(m.total), framework_low=_opt(m.framework_protect),
-                              tools_high=_opt(m.tools)))
+        tree.build(TreeBudget(total=plan["total"], framework_low=plan["framework_low"],
+                              tools_high=plan["tools_high"]))
     except CgroupError as e:
         raise HookError(f"agentshim: cannot build the cgroup tree: {e}") from e
-    rec = _record_path(cid)
-    rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps({"slot": slot, "cgroup": {k: str(v) for k, v in root.dirs.items()}}))
+    cgroup = {k: str(v) for k, v in root.dirs.items()}
+    _write_json(_record_path(cid), {"slot": slot, "cgroup": cgroup})
     try:
-        ensure_daemon()
-        reply = request(paths.control_socket(), {
-            "op": "register", "id": cid, "pid": pid, "slot": slot,
-            "cgroup": {k: str(v) for k, v in root.dirs.items()},
-            "policy_yaml": yaml.safe_dump(policy.to_dict())})
+        reply = register({"op": "register", "id": cid, "pid": pid, "slot": slot,
+                          "cgroup": cgroup, "policy_yaml": plan["policy_yaml"]})
     except DaemonUnavailable as e:
         return f"agentshim: warning: {e}; tool calls run unmanaged (limits still apply)"
     if not reply.get("ok"):
@@ -184,29 +263,48 @@ def prestart(state: dict[str, Any]) -> str:
     return f"managed: {reply.get('socket')}"
 
 
-def poststop(state: dict[str, Any]) -> str:
-    """Idempotent teardown: unregister (summary written by agentshimd), remove the tree, the
-    container cgroup runc could not remove because of it, and the slot directory."""
-    cid = str(state.get("id", ""))
-    rec_path = _record_path(cid)
-    try:
-        rec = json.loads(rec_path.read_text())
-    except (OSError, ValueError):
+# --- poststop / teardown --------------------------------------------------------------------
+
+
+def teardown(cid: str, slot: str = "") -> str:
+    """Idempotent: unregister (agentshimd writes the summary), remove the tree, the container
+    cgroup the runtime could not remove because of it, the slot directory and the plan.
+    `slot` (from the annotations) is used when prestart never ran."""
+    rec: dict[str, Any] = {}
+    if cid and "/" not in cid:
+        with contextlib.suppress(OSError, ValueError):
+            rec = json.loads(_record_path(cid).read_text())
+    slot = str(rec.get("slot") or slot)
+    if not rec and not (_safe_slot(slot) and (paths.slots_dir() / slot).exists()):
         return "nothing to do"
-    with contextlib.suppress(DaemonUnavailable):
-        request(paths.control_socket(), {"op": "unregister", "id": cid}, timeout_s=10.0)
-    layout = detect_layout()
-    root = Cgroup(layout, {k: Path(v) for k, v in rec["cgroup"].items()})
+    if rec:
+        with contextlib.suppress(DaemonUnavailable):
+            request(paths.control_socket(), {"op": "unregister", "id": cid}, timeout_s=10.0)
+        _remove_tree(rec.get("cgroup") or {})
+    if _safe_slot(slot):
+        shutil.rmtree(paths.slots_dir() / slot, ignore_errors=True)
+        _plan_path(slot).unlink(missing_ok=True)
+    _record_path(cid).unlink(missing_ok=True)
+    return "cleaned up"
+
+
+def _remove_tree(dirs: dict[str, str]) -> None:
+    if not dirs:
+        return
+    from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, detect_layout
+
+    root = Cgroup(detect_layout(), {k: Path(v) for k, v in dirs.items()})
     with contextlib.suppress(CgroupError):
         ContainerTree(root).destroy(kill_calls=True)
     with contextlib.suppress(CgroupError):
         if not root.populated():
             root.remove(missing_ok=True)
-    slot = str(rec.get("slot", ""))
-    if slot and "/" not in slot and slot not in (".", ".."):
-        shutil.rmtree(paths.slots_dir() / slot, ignore_errors=True)
-    rec_path.unlink(missing_ok=True)
-    return "cleaned up"
+
+
+def poststop(state: dict[str, Any]) -> str:
+    """The poststop hook: teardown() of the container in the OCI state."""
+    annotations = state.get("annotations") or {}
+    return teardown(str(state.get("id", "")), str(annotations.get(ANNOTATION_SLOT) or ""))
 
 
 def read_state(text: str) -> dict[str, Any]:
@@ -220,3 +318,42 @@ def read_state(text: str) -> dict[str, Any]:
     if "bundle" not in state and "bundlePath" in state:
         state["bundle"] = state["bundlePath"]
     return state
+
+
+def run_stage(stage: str, stdin_text: str) -> tuple[int, str, str]:
+    """Run one hook stage on its stdin text: (exit status, stdout, stderr)."""
+    try:
+        if stage == "precreate":
+            try:
+                config = json.loads(stdin_text)
+            except ValueError as e:
+                raise HookError(f"agentshim: config.json on stdin is not JSON: {e}") from e
+            return 0, json.dumps(edit_config(config)), ""
+        if stage == "prestart":
+            msg = prestart(read_state(stdin_text))
+            return 0, "", msg + "\n" if msg.startswith("agentshim: warning") else ""
+        if stage == "poststop":
+            poststop(read_state(stdin_text))
+            return 0, "", ""
+    except HookError as e:
+        return 1, "", f"{e}\n"
+    return 2, "", f"agentshim-hook: unknown stage {stage!r} (expected {', '.join(STAGES)})\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`agentshim-hook STAGE`: the OCI hook podman runs (stdin: config.json or OCI state)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in STAGES:
+        print(f"usage: agentshim-hook {'|'.join(STAGES)}  (stdin: config.json or OCI state)",
+              file=sys.stderr)
+        return 2
+    rc, out, err = run_stage(args[0], sys.stdin.read())
+    if out:
+        sys.stdout.write(out)
+    if err:
+        sys.stderr.write(err)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -91,6 +91,7 @@ stage() {
     install -D -m 0644 "$SRC/bpf/memevents.bpf.c" "$dest$LIB/bpf/memevents.bpf.c"
     launcher "$dest/usr/bin/agentshim" agentshim.cli
     launcher "$dest/usr/bin/agentshim-runtime" agentshim.runtime_shim
+    launcher "$dest/usr/bin/agentshim-hook" agentshim.hooks
     launcher "$dest/usr/sbin/agentshimd" agentshim.daemon
     install -D -m 0755 "$SRC/wrapper/agentshim-bash" "$dest$LIBEXEC/agentshim-bash"
     strip --strip-unneeded "$dest$LIBEXEC/agentshim-bash"

@@ -142,11 +142,18 @@ class Agentshim:
                 self.podman("rm", "-f", "-t", "0", n, check=False)
 
 
+def private_env(root: Path) -> dict[str, str]:
+    """Environment of a private agentshim under root: its own run/state directories, and the
+    checkout's wrapper (not an installed one another test may be moving)."""
+    return {"AGENTSHIM_RUN_DIR": str(root / "run"), "AGENTSHIM_STATE_DIR": str(root / "state"),
+            "AGENTSHIM_WRAPPER": str(REPO / "wrapper" / "agentshim-bash")}
+
+
 @contextlib.contextmanager
 def private_agentshim(root: Path, podman: Podman, prefix: str) -> Iterator[Agentshim]:
     """Set up a private agentshim (os.environ points agentshim.paths at it while it lives),
     then remove its containers and stop its daemon."""
-    env = {"AGENTSHIM_RUN_DIR": str(root / "run"), "AGENTSHIM_STATE_DIR": str(root / "state")}
+    env = private_env(root)
     a = Agentshim(root=root, podman=podman, prefix=prefix, env=env)
     write_hooks_dir(a.hooks_dir, env)
     saved = {k: os.environ.get(k) for k in env}
