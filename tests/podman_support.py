@@ -150,10 +150,12 @@ def private_env(root: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def private_agentshim(root: Path, podman: Podman, prefix: str) -> Iterator[Agentshim]:
+def private_agentshim(root: Path, podman: Podman, prefix: str,
+                      extra_env: dict[str, str] | None = None) -> Iterator[Agentshim]:
     """Set up a private agentshim (os.environ points agentshim.paths at it while it lives),
-    then remove its containers and stop its daemon."""
-    env = private_env(root)
+    then remove its containers and stop its daemon. extra_env goes to the hooks (and so to
+    the agentshimd they start), e.g. AGENTSHIM_BPF=0."""
+    env = {**private_env(root), **(extra_env or {})}
     a = Agentshim(root=root, podman=podman, prefix=prefix, env=env)
     write_hooks_dir(a.hooks_dir, env)
     saved = {k: os.environ.get(k) for k in env}
