@@ -127,3 +127,24 @@ def assert_in_call(proc_cgroup: str, n: int) -> None:
     lines = cgroup_lines(proc_cgroup)
     for h in managed_hierarchies():
         assert lines[h].endswith(f"/tools/call-{n}"), (h, proc_cgroup)
+
+
+def test_stop_and_start_again(ash):
+    """A stopped container keeps nothing of agentshim; started again, it is managed again."""
+    c = run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true")
+    try:
+        root = container_cgroup(c.pid())
+        slot = ash.slot_dir(c.id)
+        assert_in_call(c.exec("bash", "-c", "cat /proc/self/cgroup", check=True).stdout, 1)
+        ash.hooked("stop", "-t", "0", c.name)
+        assert not any(d.exists() for d in root.dirs.values())
+        assert not slot.exists()
+        assert not (ash.state_dir / "hooks" / f"{c.id}.json").exists()
+        ash.hooked("start", c.name)
+        assert Cgroup.of_pid(detect_layout(), c.pid()).name == "framework"
+        assert ash.slot_dir(c.id) != slot
+        r = c.exec("bash", "-c", "cat /proc/self/cgroup", check=True)
+        assert "/tools/call-" in cgroup_lines(r.stdout)["memory"]
+        assert [x["end"] for x in ash.records(c.id)] == ["reported", "reported"]
+    finally:
+        c.rm()
