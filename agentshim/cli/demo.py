@@ -1,5 +1,5 @@
 """`agentshim demo`: the embedded default: the shipped demo traces replayed by 5 tenants at
-1.5x overcommit under every policy, the comparison printed and plotted."""
+2.5x overcommit under every policy, the comparison printed and plotted."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ DEFAULT_PLOT = Path("build/demo/replay.png")
 @click.command("demo")
 @click.option("--tenants", type=click.IntRange(1, 6), default=5, show_default=True,
               help="How many of the 6 demo traces to run at once.")
-@click.option("--overcommit", type=click.FloatRange(min=0.1), default=1.5, show_default=True,
-              help="Sum of the tenants' peaks / host memory.")
+@click.option("--overcommit", type=click.FloatRange(min=0.1), default=2.5, show_default=True,
+              help="Sum of the tenants' peaks / host memory (their averages need ~0.75 of it).")
 @click.option("--speed", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Replay X times faster.")
 @click.option("--mem-scale", type=click.FloatRange(min=0.01), default=1.0, show_default=True,

@@ -106,7 +106,10 @@ def to_schedule(trace: Trace, speed: float = 1.0, mem_scale: float = 1.0,
         c = calls[i]
         start = max(c.start, t0) - t0
         duration = max(0.0, min(c.end, end) - max(c.start, t0))
-        offset = min(max(0.0, t - t0 - start), duration * 0.9)
+        raw = t - t0 - start
+        if raw >= duration and value == 0:
+            return  # the call has ended and freed its memory anyway
+        offset = min(max(0.0, raw), duration * 0.9)
         prof = profiles[i]
         if prof and offset <= prof[-1][0]:
             prof[-1] = (prof[-1][0], max(prof[-1][1], value) if value else prof[-1][1])

@@ -133,6 +133,13 @@ def ensure_image(progress: Callable[[str], None] = print, force: bool = False,
     return name
 
 
+def warm_up(name: str) -> None:
+    """Start Python in the image once, so the first policy does not pay for a cold cache."""
+    subprocess.run(["podman", "run", "--rm", "--network", "none", name, "python3", "-c",
+                    "import json, mmap, subprocess, threading"], capture_output=True,
+                   check=False, timeout=120)
+
+
 def main() -> int:
     """`python -m agentshim.replay.image [--force]`: build the image."""
     try:

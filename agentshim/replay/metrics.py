@@ -91,7 +91,10 @@ def tenant_metrics(o: TenantOutcome) -> dict[str, Any]:
         "timed_out": o.timed_out, "exit": o.exit_code,
         "tool_calls": len(tool_calls), "tool_calls_run": len(calls),
         "tool_calls_killed": killed, "tool_calls_failed": failed,
+        "agentshim_records": len(o.records),
         "killed_by_agentshim": sum(1 for r in o.records if r.get("killed_by_agentshim")),
+        "kill_reasons": sorted({str(r["killed_by_agentshim"])[:120] for r in o.records
+                                if r.get("killed_by_agentshim")}),
         "freezes": sum(int(r.get("freezes") or 0) for r in o.records)
         or sum(1 for e in o.events if e.get("action") == "freeze"),
         "reactive_kills": o.reactive_kills,

@@ -41,7 +41,7 @@ def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
 
 def table_rows(policies: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison."""
-    header = ["", *policies]
+    header = ["metric", *policies]
     rows = [[label, *(_cell(m, key, fmt) for m in policies.values())]
             for key, label, fmt in ROWS]
     return header, rows

@@ -104,14 +104,17 @@ class Kill:
 
 
 class ReactivePoller(threading.Thread):
-    """Every second: when the host's working set is at >= 90% of its limit or its memory PSI
-    some avg10 >= 10%, SIGKILL the whole container using the most memory (as oomd does)."""
+    """Every second: when the host's working set is at >= 90% (usage_share) of its limit or
+    its memory PSI some avg10 >= 10%, SIGKILL the whole container using the most memory (as
+    oomd does)."""
 
     def __init__(self, host: HostCgroup, tenants: Sequence[Victim],
                  log: Callable[[str], None] | None = None,
-                 interval_s: float = REACTIVE_INTERVAL_S) -> None:
+                 interval_s: float = REACTIVE_INTERVAL_S,
+                 usage_share: float = REACTIVE_USAGE_SHARE) -> None:
         super().__init__(daemon=True, name="reactive")
         self.host = host
+        self.usage_share = usage_share
         self.tenants = tenants
         self.interval_s = interval_s
         self.log = log
@@ -124,7 +127,7 @@ class ReactivePoller(threading.Thread):
             ws = self.host.working_set()
         except CgroupError:
             return None
-        if ws >= REACTIVE_USAGE_SHARE * self.host.limit:
+        if ws >= self.usage_share * self.host.limit:
             return f"host at {100 * ws / self.host.limit:.0f}% of its memory"
         avg10 = self.host.pressure_some_avg10()
         if avg10 >= REACTIVE_PSI_AVG10:

@@ -23,6 +23,7 @@ from agentshim.replay.metrics import MIB, TenantOutcome, policy_metrics
 from agentshim.replay.monitor import Monitor
 from agentshim.replay.policies import (
     POLICIES,
+    REACTIVE_USAGE_SHARE,
     TENANT_OVERHEAD,
     ReactivePoller,
     agentshim_policy,
@@ -59,7 +60,7 @@ class ReplayConfig:
     podman: bool = True
     freeze_timeout_s: float = 10.0
     max_duration_s: float | None = None
-    intent_margin: float = 1.5
+    reactive_share: float = REACTIVE_USAGE_SHARE
     keep: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
@@ -145,6 +146,7 @@ class Replay:
         """The image (podman) and the private agentshimd (agentshim policy)."""
         if self.config.podman:
             self.image = replay_image.ensure_image(self.progress)
+            replay_image.warm_up(self.image)
         if "agentshim" in self.config.policies:
             self.service = PrivateAgentshim(self.work / "shim")
             self.service.start(self.progress)
@@ -202,7 +204,8 @@ class Replay:
                 t.start()  # type: ignore[attr-defined]
                 tenants.append(t)
             if policy == "reactive":
-                reactive = ReactivePoller(host, tenants, log=self.progress)
+                reactive = ReactivePoller(host, tenants, log=self.progress,
+                                          usage_share=self.config.reactive_share)
             t0 = time.time()
             monitor.start(t0)
             if reactive is not None:

@@ -127,7 +127,9 @@ class Schedule:
             return value, float(value)
         peak, area = 0, 0.0
         for a, b in zip(pts, pts[1:], strict=False):
-            value = self.demand_at(a)
+            if b <= a:
+                continue
+            value = self.demand_at((a + b) / 2)  # mid-segment: immune to rounding at the ends
             peak = max(peak, value)
             area += value * (b - a)
         return peak, area / self.duration

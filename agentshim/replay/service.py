@@ -105,7 +105,7 @@ class PrivateAgentshim:
         """hooks.d JSON for podman --hooks-dir, calling this agentshim with this env."""
         self.hooks_dir.mkdir(parents=True, exist_ok=True)
         script = self.work / "agentshim-hook"
-        code = "import sys; from agentshim.cli import main; sys.exit(main(prog_name='agentshim'))"
+        code = "import sys; from agentshim.hooks import main; sys.exit(main())"
         script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c "
                           f"{shlex.quote(code)} \"$@\"\n")
         script.chmod(0o755)
@@ -113,7 +113,7 @@ class PrivateAgentshim:
         env.append(f"PATH={os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
         for stage in STAGES:
             spec = {"version": "1.0.0",
-                    "hook": {"path": str(script), "args": ["agentshim", "hook", stage],
+                    "hook": {"path": str(script), "args": ["agentshim-hook", stage],
                              "env": env},
                     "when": {"annotations": {ANNOTATIONS: ".*"}}, "stages": [stage]}
             (self.hooks_dir / f"agentshim-{stage}.json").write_text(json.dumps(spec, indent=1))
