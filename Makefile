@@ -3,13 +3,16 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup demo test test-host test-vm lint clean wrapper install uninstall
+.PHONY: setup demo test test-host test-vm lint clean wrapper install uninstall bench
 
 setup:  ## install and configure everything (idempotent)
 	bash packaging/setup-host.sh
 
 demo: setup  ## the embedded demo: 5 agent tenants under every policy (~3 min), table + plot
 	$(VENV)/bin/agentshim demo
+
+bench: setup  ## every benchmark (bench/*.py) -> bench/results.json, bench/results.md
+	$(PY) bench/run_all.py
 
 test: setup  ## every tier: host (hybrid here) and the pure-v2 VM; each reports its counts
 	$(PY) tests/run_tiers.py --tier all
