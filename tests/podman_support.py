@@ -131,7 +131,7 @@ class Agentshim:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def remove_containers(self) -> None:
@@ -147,6 +147,18 @@ def private_env(root: Path) -> dict[str, str]:
     checkout's wrapper (not an installed one another test may be moving)."""
     return {"AGENTSHIM_RUN_DIR": str(root / "run"), "AGENTSHIM_STATE_DIR": str(root / "state"),
             "AGENTSHIM_WRAPPER": str(REPO / "wrapper" / "agentshim-bash")}
+
+
+def _alive(pid: int) -> bool:
+    """True while pid runs (a zombie child of ours is reaped and counts as gone)."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 @contextlib.contextmanager

@@ -189,3 +189,25 @@ def test_call_stuck_at_its_budget_is_killed_alone_and_told(ash):
         assert state == "running"
     finally:
         c.rm()
+
+
+def test_agentshimd_stopped_then_restarted(ash):
+    """agentshimd stopped: calls still run, one warning each; started again, it adopts the
+    running container from its state on disk and manages its calls again."""
+    from agentshim.hooks import ensure_daemon
+
+    c = run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true")
+    try:
+        assert c.exec("bash", "-c", "true").returncode == 0
+        ash.stop_daemon()
+        r = c.exec("bash", "-c", "cat /proc/self/cgroup; exit 3")
+        assert r.returncode == 3
+        assert "/tools/" not in r.stdout
+        assert len(r.stderr.splitlines()) == 1
+        assert r.stderr.startswith("agentshim: running unmanaged (")
+        ensure_daemon()
+        r = c.exec("bash", "-c", "cat /proc/self/cgroup")
+        assert r.stderr == "" and "/tools/call-2" in cgroup_lines(r.stdout)["memory"]
+        assert [x["call"] for x in ash.records(c.id)] == [1, 2]
+    finally:
+        c.rm()
