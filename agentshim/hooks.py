@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -159,7 +157,7 @@ def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str,
     root = Path((config.get("root") or {}).get("path", "rootfs"))
     if not root.is_absolute():
         root = (bundle or Path.cwd()) / root
-    slot = secrets.token_hex(8)
+    slot = os.urandom(8).hex()
     slot_dir = paths.slots_dir() / slot
     slot_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     _write_json(_plan_path(slot), make_plan(policy))
@@ -194,6 +192,8 @@ def ensure_daemon(timeout_s: float = 10.0) -> None:
     with contextlib.suppress(DaemonUnavailable):
         request(paths.control_socket(), {"op": "status"}, timeout_s=1.0)
         return
+    import subprocess
+
     log_dir = paths.state_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "agentshimd.log", "ab") as logf:
