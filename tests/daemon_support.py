@@ -122,6 +122,8 @@ def register(daemon: Daemon, cg: Cgroup, cid: str, policy: str,
              budget: TreeBudget | None = None) -> tuple[ContainerTree, Path]:
     """Build the tree in cg (as prestart does) and register it; (tree, broker socket)."""
     cg.create(exist_ok=True)
+    if cg.layout.mode == "v2":  # the container's memory files need it (podman does the same)
+        cg.parent().enable_controllers()
     tree = ContainerTree(cg)
     tree.build(budget or TreeBudget())
     reply = request(daemon.ctl, {"op": "register", "id": cid, "pid": os.getpid(),
@@ -140,37 +142,48 @@ class Call:
     reply: dict[str, Any]
     where: str
     lines: list[str] = field(default_factory=list)
+    _buf: bytes = b""
 
     @property
     def seq(self) -> int:
         return int(self.reply["call"])
 
-    def read_until(self, prefix: str, timeout_s: float = 30.0) -> str | None:
-        """Read output lines until one starts with prefix (None at EOF)."""
+    def _pump(self, timeout_s: float) -> bool:
+        """Move whatever the process wrote (waiting up to timeout_s) into self.lines; False
+        at EOF. Reads the raw fd: a buffered reader would hide lines from select()."""
         import select
-        deadline = time.monotonic() + timeout_s
         assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if not r:
-                continue
-            line = self.proc.stdout.readline()
-            if not line:
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout_s)[0]:
+            return True
+        data = os.read(fd, 65536)
+        if not data:
+            return False
+        self._buf += data
+        *done, self._buf = self._buf.split(b"\n")
+        self.lines += [x.decode().strip() for x in done]
+        return True
+
+    def read_until(self, prefix: str, timeout_s: float = 30.0) -> str | None:
+        """Wait for an output line starting with prefix (None at EOF)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            hit = next((x for x in self.lines if x.startswith(prefix)), None)
+            if hit is not None:
+                return hit
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {prefix!r} within {timeout_s} s; "
+                                     f"got {self.lines[-3:]}")
+            if not self._pump(0.2):
                 return None
-            self.lines.append(line.strip())
-            if line.startswith(prefix):
-                return line.strip()
-        raise AssertionError(f"no {prefix!r} within {timeout_s} s; got {self.lines[-3:]}")
 
     def drain(self) -> None:
         """Read every output line available now."""
         import select
         assert self.proc.stdout is not None
-        while select.select([self.proc.stdout], [], [], 0.05)[0]:
-            line = self.proc.stdout.readline()
-            if not line:
+        while select.select([self.proc.stdout.fileno()], [], [], 0.05)[0]:
+            if not self._pump(0):
                 return
-            self.lines.append(line.strip())
 
     def allocated_mb(self) -> int:
         """MB allocated so far, from the lines read (call drain() first for the latest)."""
@@ -198,10 +211,13 @@ def start_call(sock: Path, cg: Cgroup, cmd: str, mb: int = 0, step_mb: int = 16,
          str(step_ms), wait],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         preexec_fn=lambda: cg.move(os.getpid()))
-    assert p.stdout is not None
-    reply = json.loads(p.stdout.readline())
-    where = p.stdout.readline()
-    return Call(p, reply, where)
+    c = Call(p, {}, "")
+    while len(c.lines) < 2:
+        if not c._pump(30):
+            raise AssertionError("the call process ended before it was answered")
+    c.reply, c.where = json.loads(c.lines[0]), c.lines[1]
+    c.lines = c.lines[2:]
+    return c
 
 
 def end_call(sock: Path, cg: Cgroup, seq: int, status: int) -> dict[str, Any]:

@@ -495,11 +495,15 @@ class Cgroup:
     def kill(self) -> None:
         """SIGKILL every process in the cgroup and its descendants.
 
-        cgroup.kill where the kernel has it (5.14+, hybrid hosts' v2 tree too); otherwise the
-        subtree is frozen, each process is killed, and it is thawed so the kills land.
+        cgroup.kill where the kernel has it (5.14+, hybrid hosts' v2 tree too), thawing a v1
+        freezer that holds the processes; otherwise the subtree is frozen, each process is
+        killed, and it is thawed so the kills land.
         """
         if self.has_role("unified") and (self._dir("unified") / "cgroup.kill").exists():
             self.write("unified", "cgroup.kill", "1")
+            if self._uses_v1_freezer() and self.read("freezer", "freezer.state").strip() != \
+                    "THAWED":
+                self.thaw(wait_s=1.0)  # v1-frozen tasks only act on the SIGKILL once thawed
             return
         froze = False
         with contextlib.suppress(CgroupError):

@@ -163,3 +163,18 @@ def test_failed_create_leaves_no_directory(hybrid, scratch):
         broken.create()
     assert "ENOENT" in str(ei.value) and "/no/x" in str(ei.value)
     assert not any(d.exists() for d in broken.dirs.values())
+
+
+def test_kill_reaches_processes_held_by_the_v1_freezer(hybrid, scratch, workload, tmp_path):
+    """cgroup.kill on the v2 tree leaves v1-frozen tasks stuck in the refrigerator unless
+    the freezer is thawed: kill() must do both."""
+    tree = ContainerTree(scratch)
+    tree.build(TreeBudget())
+    w = workload("count", str(tmp_path / "c"), "--interval-ms", "2")
+    call = tree.create_call(5, MemoryLimits(), pid=w.pid)
+    w.go()
+    wait_counting(tmp_path / "c")
+    assert call.freeze() is True
+    call.kill()
+    assert w.wait(timeout=10) == -9
+    assert call.wait_empty(timeout_s=5)
