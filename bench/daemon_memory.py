@@ -1,0 +1,126 @@
+"""agentshimd's own memory (PSS) with one managed container and with many, in one run.
+
+    sudo .venv/bin/python bench/daemon_memory.py [--containers 20] [--json out.json]
+
+A private agentshimd (BPF programs loaded, as in production) manages containers made of real
+cgroups (framework/, tools/) registered over its control socket; each container has one
+tool call running (a real process that asked over its broker socket). PSS is read from
+/proc/PID/smaps_rollup after the daemon settles, with 1 container and then with N.
+Target: PSS(N=20) <= 1.2 x PSS(1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agentshim.cgroups import Cgroup, detect_layout  # noqa: E402
+from agentshim.protocol import request  # noqa: E402
+from tests.daemon_support import Call, register, start_call, start_daemon  # noqa: E402
+
+POLICY = "memory: {total: 1G, framework_protect: 64M, tool_default: 256M}\n"
+
+
+def mem_kb(pid: int) -> dict[str, int]:
+    """PSS, USS (private clean + dirty) and RSS of a process, KiB."""
+    vals: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        k, _, rest = line.partition(":")
+        if k in ("Pss", "Rss", "Private_Clean", "Private_Dirty"):
+            vals[k] = int(rest.split()[0])
+    return {"pss": vals["Pss"], "uss": vals["Private_Clean"] + vals["Private_Dirty"],
+            "rss": vals["Rss"]}
+
+
+def settled(pid: int, seconds: float = 3.0) -> dict[str, int]:
+    """Memory after the daemon has had time to settle (the largest of a few readings)."""
+    time.sleep(seconds)
+    out: dict[str, int] = {}
+    for _ in range(3):
+        for k, v in mem_kb(pid).items():
+            out[k] = max(out.get(k, 0), v)
+        time.sleep(0.2)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--containers", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("daemon_memory: needs root", file=sys.stderr)
+        return 2
+    layout = detect_layout()
+    parent = Cgroup.at(layout, f"agentshim.bench/mem-{uuid.uuid4().hex[:8]}")
+    parent.parent().create(exist_ok=True)
+    parent.create()
+    if layout.mode == "v2":
+        Cgroup.at(layout, "").enable_controllers()
+        parent.parent().enable_controllers()
+        parent.enable_controllers()
+    calls: list[Call] = []
+    trees = []
+    with tempfile.TemporaryDirectory(prefix="agentshim-mem-") as tmp:
+        d = start_daemon(Path(tmp), bpf=True)
+        try:
+            bpf = d.wait_bpf()["bpf"]
+
+            def add(i: int) -> None:
+                tree, sock = register(d, parent.child(f"c{i}"), f"c{i}", POLICY)
+                trees.append(tree)
+                calls.append(start_call(sock, tree.framework, "pytest -q", mb=1))
+
+            add(0)
+            one = settled(d.proc.pid)
+            print(f"agentshimd with 1 container:   PSS {one['pss'] / 1024:6.1f} MiB, "
+                  f"USS {one['uss'] / 1024:6.1f} MiB, RSS {one['rss'] / 1024:6.1f} MiB "
+                  f"(BPF {bpf})")
+            for i in range(1, args.containers):
+                add(i)
+                print(f"\rregistered {i + 1}/{args.containers}", end="", file=sys.stderr,
+                      flush=True)
+            print(file=sys.stderr)
+            many = settled(d.proc.pid)
+            st = d.status()
+            assert len(st["containers"]) == args.containers
+            ratio = many["pss"] / one["pss"]
+            uss_ratio = many["uss"] / one["uss"]
+            print(f"agentshimd with {args.containers} containers: PSS {many['pss'] / 1024:6.1f} "
+                  f"MiB, USS {many['uss'] / 1024:6.1f} MiB, RSS {many['rss'] / 1024:6.1f} MiB")
+            print(f"PSS ratio {ratio:.3f} (target <= 1.2: "
+                  f"{'met' if ratio <= 1.2 else 'NOT met'}); USS ratio {uss_ratio:.3f} "
+                  "(private memory only: PSS also shrinks as the call processes share the "
+                  "python libraries); "
+                  f"{(many['uss'] - one['uss']) / max(1, args.containers - 1):.0f} KiB private "
+                  "per extra container")
+        finally:
+            for c in calls:
+                c.stop()
+            for i in range(len(trees)):
+                request(d.ctl, {"op": "unregister", "id": f"c{i}"})
+            d.stop()
+            for t in trees:
+                t.destroy()
+                t.root.remove()
+            parent.remove()
+    result = {"benchmark": "daemon_memory", "cgroups": layout.mode, "bpf": bpf,
+              "containers": args.containers, "one_kib": one, "many_kib": many,
+              "ratio": round(ratio, 3), "uss_ratio": round(uss_ratio, 3), "target_ratio": 1.2,
+              "meets_target": ratio <= 1.2 and uss_ratio <= 1.2}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
