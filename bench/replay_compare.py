@@ -5,9 +5,9 @@ under none, static, reactive and agentshim, in real podman containers.
         [--overcommit 2.5] [--speed 1] [--static-size share] [--no-podman] [--json out.json]
 
 Default: the demo's traces (agentshim/replay/demo_traces, ~3 minutes), as `agentshim demo`.
-With --traces ../shared/traces/all_images_haiku --tenants 4 --overcommit 1.5 --speed 5 it is
-the issue's target experiment. Prints the comparison table; --json writes the full document
-(per policy: the metrics of docs/replay.md and per-tenant detail).
+With four traces of ../shared/traces/all_images_haiku, --overcommit 1.5 --speed 4
+--max-duration 330 it is the issue's target experiment (docs/replay.md). Prints the comparison
+table; --json writes the full document (per policy: the metrics and per-tenant detail).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--static-size", default=None)
     ap.add_argument("--max-duration", type=float, default=None)
+    ap.add_argument("--freeze-timeout", type=float, default=None,
+                    help="agentshim's freeze_timeout in s (demo: 10, else the policy's 30)")
     ap.add_argument("--no-podman", action="store_true")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         traces=traces, tenants=tenants,
         overcommit=args.overcommit if args.overcommit is not None else (2.5 if demo else 1.5),
         speed=args.speed, static_size=args.static_size or ("share" if demo else "peak"),
-        podman=not args.no_podman, max_duration_s=args.max_duration)
+        podman=not args.no_podman, max_duration_s=args.max_duration,
+        freeze_timeout_s=args.freeze_timeout or (10.0 if demo else 30.0))
     try:
         result = run_replay(config, progress=lambda line: print(line, file=sys.stderr))
     except ReplayError as e:

@@ -9,6 +9,8 @@ import click
 
 DEMO_TRACES = Path(__file__).resolve().parent.parent / "replay" / "demo_traces"
 DEFAULT_PLOT = Path("build/demo/replay.png")
+#: The demo's tasks are ~5x compressed (40 s each), so agentshim's freeze_timeout is too.
+DEMO_FREEZE_TIMEOUT_S = 10.0
 
 
 @click.command("demo")
@@ -50,7 +52,7 @@ def demo(tenants: int, overcommit: float, speed: float, mem_scale: float, policy
         raise click.UsageError(f"--policy: {e.message}") from None
     config = ReplayConfig(traces=traces, tenants=tenants, overcommit=overcommit, speed=speed,
                           mem_scale=mem_scale, policies=names, static_size="share",
-                          podman=not no_podman)
+                          podman=not no_podman, freeze_timeout_s=DEMO_FREEZE_TIMEOUT_S)
     progress(f"agentshim demo: {tenants} agent tenants replaying the demo traces at "
              f"{overcommit:g}x overcommit, policies one after another (~45 s each)")
     execute(config, as_json, plot, json_out)

@@ -111,7 +111,7 @@ def execute(config: object, as_json: bool, plot: Path | None,
               "or share (host / tenants).")
 @click.option("--mem-scale", type=float, default=1.0, show_default=True, callback=_positive,
               help="Multiply every trace's memory by this.")
-@click.option("--freeze-timeout", default="10s", show_default=True, callback=_duration,
+@click.option("--freeze-timeout", default="30s", show_default=True, callback=_duration,
               help="agentshim policy: how long a call may stay frozen before it is killed.")
 @click.option("--max-duration", type=float, callback=_positive, metavar="S",
               help="Replay only the first S seconds of each trace (trace time).")

@@ -58,7 +58,7 @@ class ReplayConfig:
     policies: list[str] = field(default_factory=lambda: list(POLICIES))
     static_size: str = "peak"
     podman: bool = True
-    freeze_timeout_s: float = 10.0
+    freeze_timeout_s: float = 30.0
     max_duration_s: float | None = None
     reactive_share: float = REACTIVE_USAGE_SHARE
     keep: bool = False
