@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from agentshim.enforce.enforcer import Enforcer
 
 
+#: reply key (never sent) with cgroups to remove once the reply is out: the wrapper need not
+#: wait for the rmdir
+AFTER_REPLY = "_remove_after_reply"
+
+
 class Refused(Exception):
     """A request that is answered with ok:false and the reason."""
 
@@ -211,13 +216,15 @@ class Broker:
                 raise Refused(f"no active call {seq} in this container")
             call.ended_at = time.time()
         status = req.get("status")
+        later: list[Cgroup] = []
         record = self.finish(ctr, call, exit_status=status if isinstance(status, int) else None,
-                             reason="reported")
-        return {"ok": True, "notice": self.notice(record)}
+                             reason="reported", remove_later=later)
+        return {"ok": True, "notice": self.notice(record), AFTER_REPLY: later}
 
     def finish(self, ctr: ManagedContainer, call: ActiveCall, exit_status: int | None,
-               reason: str) -> dict[str, Any]:
-        """Write the call's record (JSON line) and remove its cgroup once empty."""
+               reason: str, remove_later: list[Cgroup] | None = None) -> dict[str, Any]:
+        """Write the call's record (JSON line) and remove its cgroup once empty (or, with
+        remove_later, leave that to the caller: after it has answered the wrapper)."""
         cg = self.tree(ctr).call(call.seq)
         cg.wait_empty(timeout_s=1.0)
         if self.enforcer is not None:
@@ -260,8 +267,11 @@ class Broker:
             while len(self._recent) > 256:
                 self._recent.pop(next(iter(self._recent)))
         if not lingering:
-            with contextlib.suppress(CgroupError):  # poststop removes what is left
-                cg.remove_tree(kill=False)
+            if remove_later is not None:
+                remove_later.append(cg)
+            else:
+                with contextlib.suppress(CgroupError):  # poststop removes what is left
+                    cg.remove_tree(kill=False)
         return rec
 
     @staticmethod

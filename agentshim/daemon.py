@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from agentshim import paths
-from agentshim.broker import Broker, ManagedContainer, Refused
-from agentshim.cgroups import detect_layout
+from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused
+from agentshim.cgroups import CgroupError, detect_layout
 from agentshim.enforce.enforcer import Enforcer
 from agentshim.policy import PolicyInvalid
 from agentshim.protocol import ProtocolError, decode, encode, peer_cred, read_line
@@ -156,8 +156,12 @@ class Daemon:
             except Exception as e:  # a daemon bug must not hang the agent: answer and log
                 log.exception("request failed")
                 reply = {"ok": False, "error": f"internal error: {e}"}
+            after = reply.pop(AFTER_REPLY, None) or []
             with contextlib.suppress(OSError):
                 conn.sendall(encode(reply))
+        for cg in after:
+            with contextlib.suppress(CgroupError):  # poststop removes what is left
+                cg.remove_tree(kill=False)
 
     def _broker_request(self, container_id: str, pid: int, req: dict[str, Any]) -> dict[str, Any]:
         ctr = self.containers.get(container_id)

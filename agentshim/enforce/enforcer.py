@@ -103,6 +103,8 @@ class Enforcer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._psi_keep: dict[str, Any] = {}
+        self._to_arm: list[str] = []
+        self._arm_lock = threading.Lock()
         self.waker = Waker(self._on_notify)
 
     # --- lifetime ----------------------------------------------------------------------------
@@ -147,12 +149,32 @@ class Enforcer:
 
     # --- registration --------------------------------------------------------------------
     def add_container(self, ctr: ManagedContainer) -> None:
-        """Start enforcing for a registered (or adopted) container."""
+        """Start enforcing for a registered (or adopted) container. Returns at once: the
+        kernel notifications (tens of ms on v1) are armed by the ladder thread."""
+        with self._lock:
+            self.containers[ctr.id] = ctr
+            self._to_arm.append(ctr.id)
+        for call in list(ctr.calls.values()):
+            self.call_started(ctr, call)
+        self.wake("poll")
+
+    def _arm_pending(self) -> None:
+        while True:
+            with self._lock:
+                if not self._to_arm:
+                    return
+                cid = self._to_arm.pop(0)
+            with self._arm_lock:
+                ctr = self.containers.get(cid)
+                if ctr is not None:
+                    self._arm(ctr)
+
+    def _arm(self, ctr: ManagedContainer) -> None:
+        """Kernel notifications for a container and its host; BPF watch."""
         tree = self.broker.tree(ctr)
         policy = self.broker.policy(ctr)
         t = self.ladder.t
         with self._lock:
-            self.containers[ctr.id] = ctr
             host = self._host_of(tree.root)
             host.members.add(ctr.id)
         tag = f"ctr:{ctr.id}"
@@ -172,13 +194,17 @@ class Enforcer:
             trig = tree.root.psi_trigger(100_000, 1_000_000)
             self.waker.add(trig.fileno(), f"psi:{ctr.id}", "psi", owned=False)
             self._psi_keep[ctr.id] = trig
-        for call in list(ctr.calls.values()):
-            self.call_started(ctr, call)
         self._bpf_watch(ctr)
-        self.wake("poll")
 
     def remove_container(self, ctr: ManagedContainer) -> None:
         """Stop enforcing for a container (before its tree is removed)."""
+        with self._lock:
+            if ctr.id in self._to_arm:
+                self._to_arm.remove(ctr.id)
+        with self._arm_lock:
+            self._disarm(ctr)
+
+    def _disarm(self, ctr: ManagedContainer) -> None:
         self.waker.remove_tag(f"ctr:{ctr.id}")
         self.waker.remove_tag(f"psi:{ctr.id}")
         trig = self._psi_keep.pop(ctr.id, None)
@@ -290,6 +316,7 @@ class Enforcer:
                 sources, self._wake_sources = self._wake_sources, set()
             source = next((s for s in ("bpf", "notify", "psi") if s in sources), "poll")
             try:
+                self._arm_pending()
                 self.evaluate(source)
             except Exception:
                 log.exception("ladder evaluation failed")
@@ -492,14 +519,12 @@ class Enforcer:
         for ctr in containers:
             self._bpf_watch(ctr)
         while not self._stop.is_set():
-            with self._bpf_lock:
-                if self._mev is None:
-                    return
-                try:
-                    evs = self._mev.poll(20)
-                except Exception:
-                    log.exception("BPF poll failed")
-                    evs = []
+            # not under _bpf_lock: watch/unwatch (map updates) need not wait for a poll
+            try:
+                evs = mev.poll(50)
+            except Exception:
+                log.exception("BPF poll failed")
+                evs = []
             if evs:
                 self._on_bpf(evs)
 
