@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agentshim.cgroups import Cgroup, CgroupError
 from agentshim.enforce.eventlog import EventLog
 from agentshim.enforce.ladder import Action, CallView, Ladder, ScopeView, Thresholds
-from agentshim.enforce.wakeups import Waker, open_kernfs, v1_threshold
+from agentshim.enforce.wakeups import Waker, open_kernfs, v1_oom_notifier, v1_threshold
 
 if TYPE_CHECKING:
     from agentshim.broker import ActiveCall, Broker, ManagedContainer
@@ -271,26 +271,10 @@ class Enforcer:
         tag = f"call:{ctr.id}:{call.seq}"
         with contextlib.suppress(CgroupError, OSError):
             if self.layout.memory_v1:
-                self.waker.add(self._v1_oom_notifier(cg.dir_for("memory")), tag, "eventfd")
+                self.waker.add(v1_oom_notifier(cg.dir_for("memory")), tag, "eventfd")
             else:
                 self.waker.add(open_kernfs(cg.dir_for("memory") / "memory.events"), tag,
                                "kernfs")
-
-    @staticmethod
-    def _v1_oom_notifier(mem: Path) -> int:
-        """eventfd signalled when the v1 cgroup goes under_oom (a call waiting at its budget)."""
-        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        try:
-            ofd = os.open(mem / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                with open(mem / "cgroup.event_control", "w") as f:
-                    f.write(f"{efd} {ofd}")
-            finally:
-                os.close(ofd)
-        except OSError:
-            os.close(efd)
-            raise
-        return efd
 
     def call_finishing(self, ctr: ManagedContainer, call: ActiveCall) -> None:
         """A call's record is about to be written: settle its frozen time, stop watching it."""

@@ -26,22 +26,34 @@ log = logging.getLogger("agentshimd.wakeups")
 Kind = Literal["eventfd", "kernfs", "psi"]
 
 
-def v1_threshold(memory_dir: Path, threshold: int) -> int:
-    """An eventfd that becomes readable when the v1 memory cgroup's usage crosses threshold.
-
-    The registration lives as long as the eventfd (close it to drop it) or the cgroup."""
+def v1_event(memory_dir: Path, control_file: str, arg: str = "") -> int:
+    """An eventfd registered through the v1 memory cgroup's cgroup.event_control on
+    control_file (with arg, e.g. a threshold). The registration lives as long as the eventfd
+    (close it to drop it) or the cgroup."""
     efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     try:
-        ufd = os.open(memory_dir / "memory.usage_in_bytes", os.O_RDONLY | os.O_CLOEXEC)
+        cfd = os.open(memory_dir / control_file, os.O_RDONLY | os.O_CLOEXEC)
         try:
             with open(memory_dir / "cgroup.event_control", "w") as ctl:
-                ctl.write(f"{efd} {ufd} {int(threshold)}")
+                ctl.write(f"{efd} {cfd} {arg}".rstrip())
         finally:
-            os.close(ufd)  # the kernel holds its own reference once registered
+            os.close(cfd)  # the kernel holds its own reference once registered
     except OSError as e:
         os.close(efd)
-        raise CgroupError("register a memory threshold on", memory_dir, e) from e
+        raise CgroupError(f"register a {control_file} event on", memory_dir, e) from e
     return efd
+
+
+def v1_threshold(memory_dir: Path, threshold: int) -> int:
+    """An eventfd that becomes readable when the v1 memory cgroup's usage crosses threshold
+    (either way)."""
+    return v1_event(memory_dir, "memory.usage_in_bytes", str(int(threshold)))
+
+
+def v1_oom_notifier(memory_dir: Path) -> int:
+    """An eventfd signalled when the v1 memory cgroup goes under_oom (with oom_kill_disable:
+    a call waiting at its budget)."""
+    return v1_event(memory_dir, "memory.oom_control")
 
 
 def open_kernfs(path: Path) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,72 +12,32 @@ from pathlib import Path
 
 import pytest
 
-from agentshim.cgroups import Cgroup, ContainerTree, TreeBudget
-from agentshim.protocol import DaemonUnavailable, request
-
-MB = 1 << 20
-
-ASKER = r"""
-import json, os, socket, sys, time
-sock, intent, cmd = sys.argv[1], sys.argv[2], sys.argv[3]
-s = socket.socket(socket.AF_UNIX)
-s.connect(sock)
-s.sendall((json.dumps({"op": "start", "argv": ["bash", "-c", cmd], "cwd": "/w",
-                       "intent": intent, "ppid": os.getppid()}) + "\n").encode())
-print(s.makefile().readline().strip(), flush=True)
-print(open("/proc/self/cgroup").read().replace("\n", "|"), flush=True)
-b = b"x" * (int(os.environ.get("ALLOC_MB", "0")) << 20)
-sys.stdin.read(1)
-"""
+from agentshim.cgroups import Cgroup
+from agentshim.protocol import request
+from tests import daemon_support as support
+from tests.daemon_support import MB, end_call, start_call, start_daemon
 
 
 @pytest.fixture
 def daemon(tmp_path, layout):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    env = dict(os.environ, AGENTSHIM_RUN_DIR=str(tmp_path / "run"),
-               AGENTSHIM_STATE_DIR=str(tmp_path / "state"))
-    with open(tmp_path / "daemon.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=env, stderr=log)
-    ctl = tmp_path / "run" / "agentshimd.sock"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            request(ctl, {"op": "status"}, timeout_s=1)
-            break
-        except DaemonUnavailable:
-            assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-            time.sleep(0.05)
-    d = {"proc": proc, "ctl": ctl, "run": tmp_path / "run", "state": tmp_path / "state",
-         "env": env}
+    d = start_daemon(tmp_path, bpf=False)
     yield d
-    d["proc"].send_signal(signal.SIGTERM)  # a test may have restarted it
-    assert d["proc"].wait(timeout=10) == 0
-    assert not ctl.exists()
+    assert d.stop() == 0  # a test may have restarted it
+    assert not d.ctl.exists()
 
 
 def register(daemon, scratch, cid="c1",
              policy="memory: {total: 2G}\ncategories: {test: {memory: 1536M}}\n"):
-    tree = ContainerTree(scratch)
-    tree.build(TreeBudget())
-    reply = request(daemon["ctl"], {"op": "register", "id": cid, "pid": os.getpid(),
-                                    "slot": f"slot-{cid}", "cgroup": {
-                                        k: str(v) for k, v in scratch.dirs.items()},
-                                    "policy_yaml": policy})
-    assert reply["ok"], reply
-    return tree, Path(reply["socket"])
+    return support.register(daemon, scratch, cid, policy)
 
 
 def ask(sock: Path, cg: Cgroup | None, cmd: str, intent: str = "", alloc_mb: int = 0):
-    """Start a real process (moved into cg first, as a container process would be) that
-    asks the broker to start a tool call."""
-    env = dict(os.environ, ALLOC_MB=str(alloc_mb))
-    p = subprocess.Popen([sys.executable, "-c", ASKER, str(sock), intent, cmd],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                         preexec_fn=(lambda: cg.move(os.getpid())) if cg else None)
-    reply = json.loads(p.stdout.readline())
-    where = p.stdout.readline()
-    return p, reply, where
+    """A real process (moved into cg first, as a container process would be) that asks the
+    broker to start a tool call, allocates, then waits for stdin."""
+    c = start_call(sock, cg, cmd, mb=alloc_mb, step_mb=max(1, alloc_mb), intent=intent)
+    return c.proc, c.reply, c.where
 
 
 def test_start_moves_the_asker_into_its_call_and_end_records(daemon, scratch):
@@ -95,27 +54,14 @@ def test_start_moves_the_asker_into_its_call_and_end_records(daemon, scratch):
     # the parent wrapper reports from framework/
     end = ask_end(sock, tree.framework, 1, 0)
     assert end["ok"] and end["notice"] == ""
-    rec = json.loads((daemon["state"] / "calls" / "c1.jsonl").read_text().splitlines()[-1])
+    rec = json.loads((daemon.state / "calls" / "c1.jsonl").read_text().splitlines()[-1])
     assert rec["call"] == 1 and rec["category"] == "test" and rec["end"] == "reported"
     assert rec["peak_bytes"] >= 64 * MB and rec["exit"] == 0
     assert not any(d.exists() for d in call.dirs.values())
 
 
-ENDER = r"""
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall((json.dumps({"op": "end", "call": int(sys.argv[2]), "status": int(sys.argv[3])})
-           + "\n").encode())
-print(s.makefile().readline().strip())
-"""
-
-
 def ask_end(sock: Path, cg: Cgroup, call: int, status: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", ENDER, str(sock), str(call), str(status)],
-                         capture_output=True, text=True, timeout=20, check=True,
-                         preexec_fn=lambda: cg.move(os.getpid()))
-    return json.loads(out.stdout)
+    return end_call(sock, cg, call, status)
 
 
 def test_a_process_outside_the_container_is_refused(daemon, scratch, layout):
@@ -155,7 +101,7 @@ def test_wrapper_that_dies_is_recorded_by_the_reaper(daemon, scratch):
     p, reply, _ = ask(sock, tree.framework, "git status")
     p.kill()
     p.wait()
-    calls_file = daemon["state"] / "calls" / "c1.jsonl"
+    calls_file = daemon.state / "calls" / "c1.jsonl"
     deadline = time.monotonic() + 10
     while not calls_file.exists():
         assert time.monotonic() < deadline, "no record for a call whose wrapper died"
@@ -167,22 +113,13 @@ def test_wrapper_that_dies_is_recorded_by_the_reaper(daemon, scratch):
 
 def test_restart_picks_up_registered_containers(daemon, scratch):
     tree, sock = register(daemon, scratch)
-    daemon["proc"].send_signal(signal.SIGTERM)
-    assert daemon["proc"].wait(timeout=10) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=daemon["env"],
-                            stderr=subprocess.DEVNULL)
-    daemon["proc"] = proc
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            st = request(daemon["ctl"], {"op": "status"}, timeout_s=1)
-            break
-        except DaemonUnavailable:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    assert daemon.stop() == 0
+    daemon.proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=daemon.env,
+                                   stderr=subprocess.DEVNULL)
+    st = daemon.wait_ready()
     assert [c["id"] for c in st["containers"]] == ["c1"]
     p, reply, _ = ask(sock, tree.framework, "ls -la")
     p.kill()
     p.wait()
     assert reply["ok"] and reply["call"] == 1 and reply["category"] == "file_ops"
-    assert request(daemon["ctl"], {"op": "unregister", "id": "c1"})["summary"]["calls"] >= 0
+    assert request(daemon.ctl, {"op": "unregister", "id": "c1"})["summary"]["calls"] >= 0

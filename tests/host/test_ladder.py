@@ -40,6 +40,17 @@ def sleeper(cg: Cgroup) -> subprocess.Popen:
                             preexec_fn=lambda: cg.move(__import__("os").getpid()))
 
 
+def two_tenants_gone(daemon, calls, trees) -> None:
+    """Stop the calls, unregister the "low" and "high" tenants, remove their trees."""
+    for c in calls:
+        if c is not None:
+            c.stop()
+    for cid in ("low", "high"):
+        request(daemon.ctl, {"op": "unregister", "id": cid})
+    for t in trees:
+        t.destroy()
+
+
 def actions(daemon, cid: str) -> list[tuple[str, int | None]]:
     return [(e["action"], e["call"]) for e in daemon.events(cid)
             if e["action"] in ("freeze", "thaw", "kill")]
@@ -108,13 +119,7 @@ def test_low_priority_call_is_frozen_first_and_thawed_after(daemon, host):
         pressure = [e for e in daemon.events("high") if e["action"] == "pressure"]
         assert any(e["scope"] == "host" and e["level"] != "ok" for e in pressure)
     finally:
-        for c in (low, high):
-            if c is not None:
-                c.stop()
-        for cid in ("low", "high"):
-            request(daemon.ctl, {"op": "unregister", "id": cid})
-        for t in (low_t, high_t):
-            t.destroy()
+        two_tenants_gone(daemon, [low, high], [low_t, high_t])
 
 
 def test_over_the_mark_a_frozen_lower_priority_call_is_killed_to_make_room(daemon, host):
@@ -135,13 +140,7 @@ def test_over_the_mark_a_frozen_lower_priority_call_is_killed_to_make_room(daemo
         kill = next(e for e in daemon.events("low") if e["action"] == "kill")
         assert "higher-priority" in kill["reason"]
     finally:
-        for c in (low, high):
-            if c is not None:
-                c.stop()
-        for cid in ("low", "high"):
-            request(daemon.ctl, {"op": "unregister", "id": cid})
-        for t in (low_t, high_t):
-            t.destroy()
+        two_tenants_gone(daemon, [low, high], [low_t, high_t])
 
 
 def test_growing_call_is_frozen_near_the_total_and_thawed_when_a_sibling_ends(daemon,
