@@ -150,12 +150,14 @@ class Enforcer:
     # --- registration --------------------------------------------------------------------
     def add_container(self, ctr: ManagedContainer) -> None:
         """Start enforcing for a registered (or adopted) container. Returns at once: the
-        kernel notifications (tens of ms on v1) are armed by the ladder thread."""
+        kernel notifications (tens of ms on v1) are armed by the ladder thread; the BPF watch
+        (one map update) is in place before it returns, so no exec of the container is missed."""
         with self._lock:
             self.containers[ctr.id] = ctr
             self._to_arm.append(ctr.id)
         for call in list(ctr.calls.values()):
             self.call_started(ctr, call)
+        self._bpf_watch(ctr)
         self.wake("poll")
 
     def _arm_pending(self) -> None:
@@ -194,7 +196,6 @@ class Enforcer:
             trig = tree.root.psi_trigger(100_000, 1_000_000)
             self.waker.add(trig.fileno(), f"psi:{ctr.id}", "psi", owned=False)
             self._psi_keep[ctr.id] = trig
-        self._bpf_watch(ctr)
 
     def remove_container(self, ctr: ManagedContainer) -> None:
         """Stop enforcing for a container (before its tree is removed)."""
