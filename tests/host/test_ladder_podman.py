@@ -1,0 +1,116 @@
+"""The ladder with real podman containers: two tenants at different priorities share a parent
+cgroup with a memory limit (podman --cgroup-parent); the low-priority tenant's tool call is
+frozen when the host nears its limit, the high-priority one completes, the low one resumes and
+its wrapper tells the agent on stderr what happened; the agent processes live on."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+from agentshim.cgroups import Cgroup, MemoryLimits, detect_layout
+from tests.conftest import remove_when_released
+from tests.daemon_support import wait_for
+from tests.podman_support import (
+    MB,
+    PY_IMAGE,
+    Podman,
+    build_images,
+    build_wrapper,
+    need_podman,
+    private_agentshim,
+    run_container,
+)
+
+HOST_MB = 800
+POLICY = "priority: {p};memory:;  total: 2G;  tool_default: 1G;freeze_timeout: 60s"
+ALLOC = ("import sys, time\n"
+         "mb, step, pause = int(sys.argv[1]), 10, float(sys.argv[2])\n"
+         "chunks = []\n"
+         "for i in range(mb // step):\n"
+         "    chunks.append(b'Z' * (step << 20))\n"
+         "    print('allocated', (i + 1) * step, flush=True)\n"
+         "    time.sleep(pause)\n"
+         "print('done', flush=True)\n"
+         "sys.stdin.read(1) if sys.argv[3] == 'hold' else None\n")
+
+
+@pytest.fixture(scope="module")
+def ash(tmp_path_factory):
+    need_podman()
+    build_wrapper()
+    build_images(Podman(), python=True)
+    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-ladder",
+                           extra_env={"AGENTSHIM_BPF": "0"}) as a:
+        yield a
+
+
+@pytest.fixture
+def host():
+    """The shared parent cgroup with an 800M limit, removed afterwards."""
+    layout = detect_layout()
+    cg = Cgroup.at(layout, f"agentshim.test/ladder-{uuid.uuid4().hex[:8]}")
+    cg.parent().create(exist_ok=True)
+    cg.create()
+    if layout.mode == "v2":
+        Cgroup.at(layout, "").enable_controllers()
+        cg.parent().enable_controllers()
+    cg.set_memory(MemoryLimits(max=HOST_MB * MB))
+    if layout.mode == "v2":
+        cg.enable_controllers()
+    yield cg
+    # podman's conmon (in <parent>/conmon) lingers as a zombie until init reaps it
+    remove_when_released(cg)
+
+
+def actions(ash, cid: str) -> list[tuple[str, int | None]]:
+    path = ash.state_dir / "events" / f"{cid}.jsonl"
+    if not path.exists():
+        return []
+    import json
+    return [(e["action"], e["call"]) for e in map(json.loads, path.read_text().splitlines())
+            if e["action"] in ("freeze", "thaw", "kill")]
+
+
+def exec_alloc(c, mb: int, pause: float, mode: str) -> subprocess.Popen:
+    """podman exec -i NAME bash -c 'python3 -c ALLOC ...', running in the background."""
+    script = f"python3 -c \"$ALLOC\" {mb} {pause} {mode}"
+    return subprocess.Popen([*c.podman.base, "exec", "-i", "-e", f"ALLOC={ALLOC}", c.name,
+                             "bash", "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_low_priority_tenant_is_frozen_first_and_told(ash, host):
+    parent = "/" + str(host.primary.relative_to(host.layout.v1["memory"]
+                                                 if host.layout.mode != "v2"
+                                                 else host.layout.unified))
+    low = run_container(ash.hooked, ash.name(), "--cgroup-parent", parent, "--annotation",
+                        f"io.agentshim.policy={POLICY.format(p='low')}", image=PY_IMAGE)
+    high = run_container(ash.hooked, ash.name(), "--cgroup-parent", parent, "--annotation",
+                         f"io.agentshim.policy={POLICY.format(p='high')}", image=PY_IMAGE)
+    try:
+        h = exec_alloc(high, 300, 0.0, "hold")
+        assert h.stdout is not None
+        while not h.stdout.readline().startswith("done"):
+            assert h.poll() is None, h.stderr.read() if h.stderr else ""
+        lo = exec_alloc(low, 560, 0.04, "exit")
+        wait_for(lambda: any(a == "freeze" for a, _ in actions(ash, low.id)),
+                 timeout_s=60, what="the low-priority call frozen")
+        assert actions(ash, high.id) == []
+        assert lo.poll() is None
+        out, err = h.communicate("x", timeout=60)  # the high-priority call completes
+        assert h.returncode == 0, err
+        out, err = lo.communicate(timeout=120)  # thawed once the host has room again
+        assert lo.returncode == 0, err
+        assert out.splitlines()[-1] == "done"
+        assert ("thaw", 1) in actions(ash, low.id)
+        notice = [x for x in err.splitlines() if x.startswith("agentshim: call 1")]
+        assert notice and "was frozen" in notice[0] and "host at" in notice[0], err
+        for c in (low, high):  # the agents live on and still answer
+            r = c.exec("bash", "-c", "echo alive")
+            assert r.stdout == "alive\n"
+    finally:
+        low.rm()
+        high.rm()
