@@ -12,6 +12,7 @@ import os
 import shlex
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
     from agentshim.enforce.enforcer import Enforcer
 
 
-#: reply key (never sent) with cgroups to remove once the reply is out: the wrapper need not
-#: wait for the rmdir
-AFTER_REPLY = "_remove_after_reply"
+#: reply key (never sent): work to do once the reply is out (persisting state, removing the
+#: call's cgroup), so the wrapper does not wait for it
+AFTER_REPLY = "_after_reply"
 
 
 class Refused(Exception):
@@ -112,6 +113,7 @@ class Broker:
         (state_dir / "containers").mkdir(parents=True, exist_ok=True)
         (state_dir / "calls").mkdir(parents=True, exist_ok=True)
         self._policies: dict[str, pol.Policy] = {}
+        self._trees: dict[str, ContainerTree] = {}
         self.events = EventLog(state_dir)
         #: the last records written, for an end report that arrives after the reaper's
         self._recent: dict[tuple[str, int], dict[str, Any]] = {}
@@ -120,8 +122,12 @@ class Broker:
 
     # --- helpers ----------------------------------------------------------------------------
     def tree(self, ctr: ManagedContainer) -> ContainerTree:
-        """The container's cgroup tree."""
-        return ContainerTree(Cgroup(self.layout, {k: Path(v) for k, v in ctr.cgroup.items()}))
+        """The container's cgroup tree (built once per container)."""
+        t = self._trees.get(ctr.id)
+        if t is None or t.root.dirs != {k: Path(v) for k, v in ctr.cgroup.items()}:
+            t = ContainerTree(Cgroup(self.layout, {k: Path(v) for k, v in ctr.cgroup.items()}))
+            self._trees[ctr.id] = t
+        return t
 
     def policy(self, ctr: ManagedContainer) -> pol.Policy:
         """The container's policy (parsed once)."""
@@ -142,6 +148,7 @@ class Broker:
         """Drop the persisted state of a container."""
         (self.state_dir / "containers" / f"{ctr.id}.json").unlink(missing_ok=True)
         self._policies.pop(ctr.id, None)
+        self._trees.pop(ctr.id, None)
 
     def load_all(self) -> list[ManagedContainer]:
         """Containers persisted by an earlier daemon."""
@@ -191,14 +198,19 @@ class Broker:
                               start=time.time(), cwd=str(req.get("cwd", ""))[:4096],
                               intent=str(req.get("intent") or "")[:512])
             ctr.calls[seq] = call
-            self.persist(ctr)
         if self.enforcer is not None:
             self.enforcer.call_started(ctr, call)
         self.events.write(ctr.id, "call_start", seq, "wrapper", command=call.command[:512],
                           category=category, grant_bytes=g.memory, priority=g.priority)
         notes = [*warnings, *g.notes]
         return {"ok": True, "call": seq, "grant": g.memory, "category": category,
-                "priority": g.priority, "notes": "; ".join(notes)}
+                "priority": g.priority, "notes": "; ".join(notes),
+                AFTER_REPLY: [lambda: self.persist_locked(ctr)]}
+
+    def persist_locked(self, ctr: ManagedContainer) -> None:
+        """persist() under the container's lock."""
+        with ctr.lock:
+            self.persist(ctr)
 
     def end(self, ctr: ManagedContainer, peer_pid: int, req: dict[str, Any]) -> dict[str, Any]:
         """Handle {"op":"end"}: record the call, remove its cgroup, tell what happened."""
@@ -216,15 +228,16 @@ class Broker:
                 raise Refused(f"no active call {seq} in this container")
             call.ended_at = time.time()
         status = req.get("status")
-        later: list[Cgroup] = []
+        later: list[Callable[[], None]] = []
         record = self.finish(ctr, call, exit_status=status if isinstance(status, int) else None,
-                             reason="reported", remove_later=later)
+                             reason="reported", later=later)
         return {"ok": True, "notice": self.notice(record), AFTER_REPLY: later}
 
     def finish(self, ctr: ManagedContainer, call: ActiveCall, exit_status: int | None,
-               reason: str, remove_later: list[Cgroup] | None = None) -> dict[str, Any]:
-        """Write the call's record (JSON line) and remove its cgroup once empty (or, with
-        remove_later, leave that to the caller: after it has answered the wrapper)."""
+               reason: str, later: list[Callable[[], None]] | None = None) -> dict[str, Any]:
+        """Write the call's record (JSON line), then persist the container and remove the
+        call's cgroup once empty (or, given `later`, leave those to the caller: after it has
+        answered the wrapper)."""
         cg = self.tree(ctr).call(call.seq)
         cg.wait_empty(timeout_s=1.0)
         if self.enforcer is not None:
@@ -262,16 +275,20 @@ class Broker:
                           duration_s=rec["duration_s"])
         with ctr.lock:
             ctr.calls.pop(call.seq, None)
-            self.persist(ctr)
             self._recent[(ctr.id, call.seq)] = rec
             while len(self._recent) > 256:
                 self._recent.pop(next(iter(self._recent)))
-        if not lingering:
-            if remove_later is not None:
-                remove_later.append(cg)
-            else:
+
+        def tidy() -> None:
+            self.persist_locked(ctr)
+            if not lingering:
                 with contextlib.suppress(CgroupError):  # poststop removes what is left
                     cg.remove_tree(kill=False)
+
+        if later is not None:
+            later.append(tidy)
+        else:
+            tidy()
         return rec
 
     @staticmethod

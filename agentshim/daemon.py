@@ -29,7 +29,7 @@ from typing import Any
 
 from agentshim import paths
 from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused
-from agentshim.cgroups import CgroupError, detect_layout
+from agentshim.cgroups import detect_layout
 from agentshim.enforce.enforcer import Enforcer
 from agentshim.policy import PolicyInvalid
 from agentshim.protocol import ProtocolError, decode, encode, peer_cred, read_line
@@ -159,9 +159,11 @@ class Daemon:
             after = reply.pop(AFTER_REPLY, None) or []
             with contextlib.suppress(OSError):
                 conn.sendall(encode(reply))
-        for cg in after:
-            with contextlib.suppress(CgroupError):  # poststop removes what is left
-                cg.remove_tree(kill=False)
+        for work in after:
+            try:
+                work()
+            except Exception:
+                log.exception("work after the reply failed")
 
     def _broker_request(self, container_id: str, pid: int, req: dict[str, Any]) -> dict[str, Any]:
         ctr = self.containers.get(container_id)
