@@ -926,8 +926,8 @@ def check_bpf_plan(sock_path: Path | None = None) -> Check:
     used = [x.split()[0] for x in lines if "--" not in x and not x.startswith(("note", "output",
                                                                               "attach"))]
     data = {"origin": origin, "plan": text}
-    detail = f"hook points {origin}: events {', '.join(used) or 'none'}\n    " + \
-        "\n    ".join(lines)
+    detail = (f"hook points {origin}: events {', '.join(used) or 'none'} ("
+              + "; ".join(" ".join(x.split()) for x in lines) + ")")
     if not used:
         return Check("bpf-plan", WARN, detail, "see docs/bpf.md", False, data)
     return Check("bpf-plan", OK, detail, data=data)
