@@ -479,6 +479,11 @@ class Enforcer:
         except ImportError as e:  # pragma: no cover - the package is ours
             self.bpf_state = f"unavailable: {e}"
             return
+        tid = threading.get_native_id()
+        # compiling takes ~1 s of CPU (much more on slow machines): let the broker threads,
+        # which answer the wrappers, have the CPU first meanwhile
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, 15)
         try:
             mev = MemEvents(rate_ms=5.0)
         except BpfError as e:
@@ -490,6 +495,9 @@ class Enforcer:
             self.bpf_state = f"unavailable: {e}"
             log.exception("loading BPF failed")
             return
+        finally:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
         with self._bpf_lock:
             if self._stop.is_set():
                 mev.close()
