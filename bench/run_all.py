@@ -100,7 +100,7 @@ def run_one(name: str, path: Path) -> dict[str, Any]:
             "result": result}
 
 
-def key_figures(result: Any, limit: int = 12) -> list[tuple[str, str]]:
+def key_figures(result: Any, limit: int = 20) -> list[tuple[str, str]]:
     """The scalar values of a benchmark's JSON (one level of nesting), for the summary."""
     out: list[tuple[str, str]] = []
     if not isinstance(result, dict):

@@ -116,13 +116,19 @@ class HostCgroup:
             return 0.0
 
     def oom_kills(self) -> int:
-        """OOM kills counted in the host cgroup (v1 oom_control / v2 memory.events)."""
+        """OOM kills so far in the host cgroup's subtree (v2: memory.events is hierarchical;
+        v1: each memcg counts its own victims, so the subtree's counts are summed). Cgroups
+        already removed (ended tool calls) are not counted."""
         try:
             if self.layout.mode == "v2":
                 return parse_flat_keyed(self.cg.read("memory", "memory.events")).get(
                     "oom_kill", 0)
-            return parse_flat_keyed(self.cg.read("memory", "memory.oom_control")).get(
-                "oom_kill", 0)
+            total = 0
+            for cg in self.cg.walk_post_order():
+                with contextlib.suppress(CgroupError):
+                    total += parse_flat_keyed(cg.read("memory", "memory.oom_control")).get(
+                        "oom_kill", 0)
+            return total
         except CgroupError:
             return 0
 

@@ -95,6 +95,7 @@ def test_every_policy_bare(traces, root):
     a = s["tenant_detail"][0]
     assert a["tool_calls_killed"] >= 1 and a["completed"], a
     assert s["tool_calls_killed"] + s["agent_deaths"] >= 1
+    assert s["host_oom_kills"] >= s["tool_calls_killed"] + s["agent_deaths"]
     # reactive: the poller kills whole containers: those agents die
     r = p["reactive"]
     assert r["reactive_kills"] >= 1 and r["agent_deaths"] >= 1
