@@ -54,14 +54,7 @@ def scratch(layout: Layout) -> Iterator[Cgroup]:
     """A fresh real cgroup (in every managed hierarchy) removed with all it holds afterwards;
     the test fails if anything is left behind."""
     _need_root()
-    parent = Cgroup.at(layout, TEST_PARENT)
-    parent.create(exist_ok=True)
-    if layout.mode == "v2":
-        # the root is exempt from the no-internal-process rule; agentshim.test holds no process
-        Cgroup.at(layout, "").enable_controllers()
-        parent.enable_controllers()
-    cg = parent.child(f"t-{uuid.uuid4().hex[:10]}")
-    cg.create()
+    cg = make_test_cgroup(layout, f"t-{uuid.uuid4().hex[:10]}")
     yield cg
     cg.remove_tree(kill=True)
     leftovers = [str(d) for d in cg.dirs.values() if d.exists()]
@@ -204,3 +197,17 @@ def _remove_test_parent() -> Iterator[None]:
     if any(d.exists() for d in parent.dirs.values()) and not parent.children():
         with contextlib.suppress(OSError):
             parent.remove(missing_ok=True)
+
+
+def make_test_cgroup(layout: Layout, name: str) -> Cgroup:
+    """A new cgroup agentshim.test/<name> in every managed hierarchy. On v2 the root and
+    agentshim.test hand their controllers down to it."""
+    parent = Cgroup.at(layout, TEST_PARENT)
+    parent.create(exist_ok=True)
+    if layout.mode == "v2":
+        # the root is exempt from the no-internal-process rule; agentshim.test holds no process
+        Cgroup.at(layout, "").enable_controllers()
+        parent.enable_controllers()
+    cg = parent.child(name)
+    cg.create()
+    return cg
