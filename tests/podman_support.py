@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from agentshim.cgroups import Cgroup, detect_layout
+from agentshim.protocol import request
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "localhost/agentshim-test:latest"
@@ -112,6 +113,10 @@ class Agentshim:
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
 
+    def status(self) -> dict[str, Any]:
+        """agentshimd's reply to a status request on its control socket."""
+        return request(self.run_dir / "agentshimd.sock", {"op": "status"})
+
     def hook_record(self, cid: str) -> dict[str, Any]:
         """What the prestart hook kept for poststop (slot, cgroup directories)."""
         return json.loads((self.state_dir / "hooks" / f"{cid}.json").read_text())
@@ -195,6 +200,27 @@ def build_wrapper() -> None:
                    capture_output=True)
 
 
+def agentshim_fixture(prefix: str, *, python: bool = False,
+                      extra_env: dict[str, str] | None = None,
+                      podman: Callable[[Path], Podman] = lambda root: Podman()) -> Any:
+    """A module-scoped pytest fixture (assign it to `ash`) giving a private agentshim whose
+    containers are named prefix-*: skips without root and podman, builds the wrapper and the
+    test image (and the python one with python=True), makes the podman command line with
+    podman(root of the private agentshim), then cleans up as private_agentshim does."""
+
+    @pytest.fixture(scope="module")
+    def ash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agentshim]:
+        need_podman()
+        build_wrapper()
+        root = tmp_path_factory.mktemp("agentshim")
+        pm = podman(root)
+        build_images(pm, python=python)
+        with private_agentshim(root, pm, prefix, extra_env) as a:
+            yield a
+
+    return ash
+
+
 @dataclass
 class Container:
     """A running container made by a test."""
@@ -218,10 +244,17 @@ class Container:
     def rm(self) -> None:
         self.podman("rm", "-f", "-t", "0", self.name, check=False)
 
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rm()
+
 
 def run_container(podman: Podman, name: str, *args: str, image: str = IMAGE,
                   cmd: tuple[str, ...] = ("sleep", "600")) -> Container:
-    """podman run -d (args are run options, e.g. annotations); fails the test if it fails."""
+    """podman run -d (args are run options, e.g. annotations); fails the test if it fails.
+    The container is removed by rm(), or at the end of a `with` block."""
     r = podman("run", "-d", "--name", name, *args, image, *cmd, check=False)
     if r.returncode != 0:
         podman("rm", "-f", "-t", "0", name, check=False)
@@ -242,6 +275,20 @@ def cgroup_lines(text: str) -> dict[str, str]:
             if c:
                 out[c] = parts[2]
     return out
+
+
+def assert_in_call(proc_cgroup: str, n: int) -> None:
+    """Every hierarchy agentshim manages puts the process (/proc/PID/cgroup text) in
+    tools/call-n."""
+    lines = cgroup_lines(proc_cgroup)
+    for h in managed_hierarchies():
+        assert lines[h].endswith(f"/tools/call-{n}"), (h, proc_cgroup)
+
+
+def assert_removed(cg: Cgroup) -> None:
+    """No directory of cg is left in any hierarchy."""
+    left = [str(d) for d in cg.dirs.values() if d.exists()]
+    assert left == [], f"cgroups left behind: {left}"
 
 
 def managed_hierarchies() -> list[str]:

@@ -10,19 +10,10 @@ import uuid
 
 import pytest
 
-from agentshim.cgroups import Cgroup, MemoryLimits, detect_layout
-from tests.conftest import remove_when_released
+from agentshim.cgroups import MemoryLimits, detect_layout
+from tests.conftest import make_test_cgroup, remove_when_released
 from tests.daemon_support import wait_for
-from tests.podman_support import (
-    MB,
-    PY_IMAGE,
-    Podman,
-    build_images,
-    build_wrapper,
-    need_podman,
-    private_agentshim,
-    run_container,
-)
+from tests.podman_support import MB, PY_IMAGE, Container, agentshim_fixture, run_container
 
 HOST_MB = 800
 POLICY = "priority: {p};memory:;  total: 2G;  tool_default: 1G;freeze_timeout: 60s"
@@ -37,29 +28,15 @@ ALLOC = ("import sys, time\n"
          "sys.stdin.read(1) if sys.argv[3] == 'hold' else None\n")
 
 
-@pytest.fixture(scope="module")
-def ash(tmp_path_factory):
-    need_podman()
-    build_wrapper()
-    build_images(Podman(), python=True)
-    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-ladder",
-                           extra_env={"AGENTSHIM_BPF": "0"}) as a:
-        yield a
+ash = agentshim_fixture("ashim-ladder", python=True, extra_env={"AGENTSHIM_BPF": "0"})
 
 
 @pytest.fixture
 def host():
     """The shared parent cgroup with an 800M limit, removed afterwards."""
-    layout = detect_layout()
-    cg = Cgroup.at(layout, f"agentshim.test/ladder-{uuid.uuid4().hex[:8]}")
-    cg.parent().create(exist_ok=True)
-    cg.create()
-    if layout.mode == "v2":
-        Cgroup.at(layout, "").enable_controllers()
-        cg.parent().enable_controllers()
+    cg = make_test_cgroup(detect_layout(), f"ladder-{uuid.uuid4().hex[:8]}")
     cg.set_memory(MemoryLimits(max=HOST_MB * MB))
-    if layout.mode == "v2":
-        cg.enable_controllers()
+    cg.enable_controllers()  # for the containers below it (v2; nothing to do on hybrid)
     yield cg
     # podman's conmon (in <parent>/conmon) lingers as a zombie until init reaps it
     remove_when_released(cg)
@@ -82,15 +59,17 @@ def exec_alloc(c, mb: int, pause: float, mode: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def tenant(ash, parent: str, priority: str) -> Container:
+    """A managed container of the python image with this priority, below cgroup `parent`."""
+    return run_container(ash.hooked, ash.name(), "--cgroup-parent", parent, "--annotation",
+                         f"io.agentshim.policy={POLICY.format(p=priority)}", image=PY_IMAGE)
+
+
 def test_low_priority_tenant_is_frozen_first_and_told(ash, host):
     parent = "/" + str(host.primary.relative_to(host.layout.v1["memory"]
                                                  if host.layout.mode != "v2"
                                                  else host.layout.unified))
-    low = run_container(ash.hooked, ash.name(), "--cgroup-parent", parent, "--annotation",
-                        f"io.agentshim.policy={POLICY.format(p='low')}", image=PY_IMAGE)
-    high = run_container(ash.hooked, ash.name(), "--cgroup-parent", parent, "--annotation",
-                         f"io.agentshim.policy={POLICY.format(p='high')}", image=PY_IMAGE)
-    try:
+    with tenant(ash, parent, "low") as low, tenant(ash, parent, "high") as high:
         h = exec_alloc(high, 300, 0.0, "hold")
         assert h.stdout is not None
         while not h.stdout.readline().startswith("done"):
@@ -111,6 +90,3 @@ def test_low_priority_tenant_is_frozen_first_and_told(ash, host):
         for c in (low, high):  # the agents live on and still answer
             r = c.exec("bash", "-c", "echo alive")
             assert r.stdout == "alive\n"
-    finally:
-        low.rm()
-        high.rm()

@@ -7,35 +7,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from agentshim.cgroups import Cgroup, detect_layout
-from agentshim.protocol import request
 from tests.podman_support import (
     IMAGE,
-    Podman,
-    build_images,
-    build_wrapper,
+    agentshim_fixture,
+    assert_in_call,
+    assert_removed,
     call_dirs,
     cgroup_lines,
     container_cgroup,
     managed_hierarchies,
     mounts_mentioning,
-    need_podman,
-    private_agentshim,
     run_container,
 )
 
 CALLS = 1000
 
-
-@pytest.fixture(scope="module")
-def ash(tmp_path_factory):
-    need_podman()
-    build_wrapper()
-    build_images(Podman())
-    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-clean") as a:
-        yield a
+ash = agentshim_fixture("ashim-clean")
 
 
 def test_a_thousand_calls_leave_no_call_cgroups_and_removal_leaves_nothing(ash):
@@ -60,14 +48,12 @@ def test_a_thousand_calls_leave_no_call_cgroups_and_removal_leaves_nothing(ash):
           "exec loop)")
 
     c.rm()
-    left = [str(d) for d in root.dirs.values() if d.exists()]
-    assert left == [], f"cgroups left behind: {left}"
+    assert_removed(root)
     assert not slot.exists(), "slot directory (broker socket) left behind"
     assert mounts_mentioning(str(slot), c.id) == [], "mounts left behind"
     assert not (ash.state_dir / "hooks" / f"{c.id}.json").exists()
     assert not (ash.state_dir / "containers" / f"{c.id}.json").exists()
-    status = request(ash.run_dir / "agentshimd.sock", {"op": "status"})
-    assert c.id not in [x["id"] for x in status["containers"]]
+    assert c.id not in [x["id"] for x in ash.status()["containers"]]
     summary = (ash.state_dir / "summaries" / f"{c.id}.json").read_text()
     assert f'"calls": {CALLS}' in summary
 
@@ -75,8 +61,7 @@ def test_a_thousand_calls_leave_no_call_cgroups_and_removal_leaves_nothing(ash):
 def test_a_container_without_the_annotations_is_untouched(ash):
     slots_before = set((ash.run_dir / "slots").glob("*")) if (ash.run_dir / "slots").exists() \
         else set()
-    c = run_container(ash.hooked, ash.name())
-    try:
+    with run_container(ash.hooked, ash.name()) as c:
         pid = c.pid()
         cg = Cgroup.of_pid(detect_layout(), pid)
         assert cg.name.startswith("libpod-") and c.id in cg.name, cg
@@ -102,8 +87,6 @@ def test_a_container_without_the_annotations_is_untouched(ash):
         slots_after = set((ash.run_dir / "slots").glob("*")) if (ash.run_dir / "slots").exists() \
             else set()
         assert slots_after == slots_before
-    finally:
-        c.rm()
 
 
 def test_run_rm_of_a_managed_container_leaves_nothing(ash, tmp_path):
@@ -119,20 +102,12 @@ def test_run_rm_of_a_managed_container_leaves_nothing(ash, tmp_path):
     assert not (ash.state_dir / "hooks" / f"{cid}.json").exists()
     assert mounts_mentioning(cid) == []
     rel = cgroup_lines(r.stdout)["memory"].removesuffix("/tools/call-1")
-    left = [str(d) for d in Cgroup.at(detect_layout(), rel).dirs.values() if d.exists()]
-    assert left == [], f"cgroups left behind: {left}"
-
-
-def assert_in_call(proc_cgroup: str, n: int) -> None:
-    lines = cgroup_lines(proc_cgroup)
-    for h in managed_hierarchies():
-        assert lines[h].endswith(f"/tools/call-{n}"), (h, proc_cgroup)
+    assert_removed(Cgroup.at(detect_layout(), rel))
 
 
 def test_stop_and_start_again(ash):
     """A stopped container keeps nothing of agentshim; started again, it is managed again."""
-    c = run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true")
-    try:
+    with run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true") as c:
         root = container_cgroup(c.pid())
         slot = ash.slot_dir(c.id)
         assert_in_call(c.exec("bash", "-c", "cat /proc/self/cgroup", check=True).stdout, 1)
@@ -146,5 +121,3 @@ def test_stop_and_start_again(ash):
         r = c.exec("bash", "-c", "cat /proc/self/cgroup", check=True)
         assert "/tools/call-" in cgroup_lines(r.stdout)["memory"]
         assert [x["end"] for x in ash.records(c.id)] == ["reported", "reported"]
-    finally:
-        c.rm()

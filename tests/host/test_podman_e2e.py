@@ -5,9 +5,7 @@ Needs: root, podman with runc (setup-host.sh), the test images (tests/images/), 
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +13,13 @@ from agentshim.cgroups import Cgroup, detect_layout
 from tests.podman_support import (
     MB,
     PY_IMAGE,
-    Podman,
-    build_images,
-    build_wrapper,
+    SHIM,
+    agentshim_fixture,
+    assert_in_call,
+    assert_removed,
     cgroup_lines,
     container_cgroup,
     managed_hierarchies,
-    need_podman,
-    private_agentshim,
     run_container,
 )
 
@@ -30,29 +27,14 @@ from tests.podman_support import (
 POLICY = ("memory:;  total: 1G;  framework_protect: 64M;  tool_default: 256M;"
           "categories:;  test:;    match: [run-tests];    memory: 384M")
 
-
-@pytest.fixture(scope="module")
-def ash(tmp_path_factory):
-    """A private agentshim (hooks, run/state dirs, its daemon) for this module."""
-    need_podman()
-    build_wrapper()
-    build_images(Podman(), python=True)
-    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-e2e") as a:
-        yield a
+ash = agentshim_fixture("ashim-e2e", python=True)
 
 
 @pytest.fixture
 def container(ash):
-    c = run_container(ash.hooked, ash.name(), "--annotation", f"io.agentshim.policy={POLICY}")
-    yield c
-    c.rm()
-
-
-def assert_in_call(proc_cgroup: str, n: int) -> None:
-    """Every hierarchy agentshim manages puts the process in tools/call-n."""
-    lines = cgroup_lines(proc_cgroup)
-    for h in managed_hierarchies():
-        assert lines[h].endswith(f"/tools/call-{n}"), (h, proc_cgroup)
+    with run_container(ash.hooked, ash.name(), "--annotation",
+                       f"io.agentshim.policy={POLICY}") as c:
+        yield c
 
 
 def test_tool_call_forms_land_in_their_own_cgroups(container, ash):
@@ -104,9 +86,8 @@ def test_categories_intent_and_exit_status(container, ash):
 def test_python_call_peak_is_recorded_within_ten_percent(ash):
     """A realistic tool call (a python snippet in the python image) allocating 300 MiB."""
     policy = "memory:;  total: 2G;  tool_default: 1G"
-    c = run_container(ash.hooked, ash.name(), "--annotation", f"io.agentshim.policy={policy}",
-                      image=PY_IMAGE)
-    try:
+    with run_container(ash.hooked, ash.name(), "--annotation", f"io.agentshim.policy={policy}",
+                       image=PY_IMAGE) as c:
         snippet = ("import time; b = bytearray(300 << 20)\n"
                    "for i in range(0, len(b), 4096): b[i] = 1\n"
                    "time.sleep(0.2); print(len(b) >> 20)")
@@ -117,8 +98,6 @@ def test_python_call_peak_is_recorded_within_ten_percent(ash):
         want = 300 * MB
         assert abs(rec["peak_bytes"] - want) <= want * 0.10, (
             f"peak {rec['peak_bytes'] / MB:.1f} MiB is not within 10% of 300 MiB")
-    finally:
-        c.rm()
 
 
 def test_podman_exec_runs_and_its_bash_calls_are_managed(container, ash):
@@ -150,8 +129,7 @@ def test_no_daemon_means_fail_open_and_stop_leaves_nothing(ash):
     assert len(r.stderr.splitlines()) == 1, r.stderr
     c.rm()
     time.sleep(0.5)
-    left = [str(d) for d in container_cg.dirs.values() if d.exists()]
-    assert left == [], f"cgroups left behind: {left}"
+    assert_removed(container_cg)
     assert not slot.exists()
     assert (ash.state_dir / "summaries" / f"{c.id}.json").exists()
 
@@ -166,8 +144,7 @@ def test_bad_policy_refuses_the_container(ash):
     last = (ash.state_dir / "refusals.log").read_text().splitlines()[-1]
     assert "memory.total: bad size 'lots'" in last
     # through the runtime shim, podman shows the reason itself
-    shim = Path(sys.executable).parent / "agentshim-runtime"
-    r = ash.podman("--runtime", str(shim), "run", "--rm", "--annotation",
+    r = ash.podman("--runtime", str(SHIM), "run", "--rm", "--annotation",
                    "io.agentshim.policy=memory: {total: lots}", "localhost/agentshim-test",
                    "true", check=False)
     assert r.returncode != 0 and "memory.total: bad size 'lots'" in r.stderr
@@ -175,8 +152,8 @@ def test_bad_policy_refuses_the_container(ash):
 
 def test_call_stuck_at_its_budget_is_killed_alone_and_told(ash):
     policy = "memory:;  total: 1G;  tool_default: 64M;freeze_timeout: 1s"
-    c = run_container(ash.hooked, ash.name(), "--annotation", f"io.agentshim.policy={policy}")
-    try:
+    with run_container(ash.hooked, ash.name(), "--annotation",
+                       f"io.agentshim.policy={policy}") as c:
         t0 = time.monotonic()
         r = c.exec("bash", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}")
         took = time.monotonic() - t0
@@ -187,8 +164,6 @@ def test_call_stuck_at_its_budget_is_killed_alone_and_told(ash):
         assert c.exec("bash", "-c", "echo alive").stdout == "alive\n"
         state = c.podman("inspect", c.name, "--format", "{{.State.Status}}").stdout.strip()
         assert state == "running"
-    finally:
-        c.rm()
 
 
 def test_agentshimd_stopped_then_restarted(ash):
@@ -196,8 +171,7 @@ def test_agentshimd_stopped_then_restarted(ash):
     running container from its state on disk and manages its calls again."""
     from agentshim.hooks import ensure_daemon
 
-    c = run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true")
-    try:
+    with run_container(ash.hooked, ash.name(), "--annotation", "io.agentshim.enable=true") as c:
         assert c.exec("bash", "-c", "true").returncode == 0
         ash.stop_daemon()
         r = c.exec("bash", "-c", "cat /proc/self/cgroup; exit 3")
@@ -209,5 +183,3 @@ def test_agentshimd_stopped_then_restarted(ash):
         r = c.exec("bash", "-c", "cat /proc/self/cgroup")
         assert r.stderr == "" and "/tools/call-2" in cgroup_lines(r.stdout)["memory"]
         assert [x["call"] for x in ash.records(c.id)] == [1, 2]
-    finally:
-        c.rm()

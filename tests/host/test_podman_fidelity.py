@@ -34,16 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.podman_support import (
-    PY_IMAGE,
-    REPO,
-    Podman,
-    build_images,
-    build_wrapper,
-    need_podman,
-    private_agentshim,
-    run_container,
-)
+from tests.podman_support import PY_IMAGE, REPO, agentshim_fixture, run_container
 
 TRACES = REPO.parent / "shared" / "traces"
 MAX_TRACE_COMMANDS = 400
@@ -244,13 +235,7 @@ HANDWRITTEN: list[tuple[list[str], str, bytes, list[str]]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ash(tmp_path_factory):
-    need_podman()
-    build_wrapper()
-    build_images(Podman(), python=True)
-    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-fid") as a:
-        yield a
+ash = agentshim_fixture("ashim-fid", python=True)
 
 
 def case(opts: list[str], cmd: str, stdin: bytes = b"", args: list[str] | None = None) -> dict:
@@ -285,9 +270,8 @@ def compare(ash, cases: list[dict]) -> Outcome:
     """Run the cases in a fresh managed container of the python image; fail on any wrapped
     run that differs from the plain ones."""
     policy = "memory:;  total: 4G;  tool_default: 2G"
-    c = run_container(ash.hooked, ash.name(), "--network", "none",
-                      "--annotation", f"io.agentshim.policy={policy}", image=PY_IMAGE)
-    try:
+    with run_container(ash.hooked, ash.name(), "--network", "none",
+                       "--annotation", f"io.agentshim.policy={policy}", image=PY_IMAGE) as c:
         c.exec("mkdir", "-p", "/testbed", check=True)
         c.podman("cp", str(REPO / "agentshim"), f"{c.name}:/testbed/agentshim")
         c.podman("cp", str(REPO / "README.md"), f"{c.name}:/testbed/README.md")
@@ -312,8 +296,6 @@ def compare(ash, cases: list[dict]) -> Outcome:
         missing = Counter(x["cmd"] for x in cases) - recorded
         assert not missing, missing
         return o
-    finally:
-        c.rm()
 
 
 def test_handwritten_corpus_is_byte_for_byte_plain_bash(ash):

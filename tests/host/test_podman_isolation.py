@@ -13,20 +13,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from agentshim.cgroups import Cgroup, ContainerTree, detect_layout
-from agentshim.protocol import request
-from tests.podman_support import (
-    PY_IMAGE,
-    Podman,
-    build_images,
-    build_wrapper,
-    container_cgroup,
-    need_podman,
-    private_agentshim,
-    run_container,
-)
+from tests.podman_support import PY_IMAGE, agentshim_fixture, container_cgroup, run_container
 
 # Speaks the broker protocol from inside a container (or the host): every request on its own
 # connection, the replies and the asker's /proc/self/cgroup before and after, as JSON.
@@ -73,18 +61,11 @@ print(json.dumps({"start": start, "where": where, "end": end}))
 """
 
 
-@pytest.fixture(scope="module")
-def ash(tmp_path_factory):
-    need_podman()
-    build_wrapper()
-    build_images(Podman(), python=True)
-    with private_agentshim(tmp_path_factory.mktemp("agentshim"), Podman(), "ashim-iso") as a:
-        yield a
+ash = agentshim_fixture("ashim-iso", python=True)
 
 
 def active_calls(ash, cid: str) -> int:
-    st = request(ash.run_dir / "agentshimd.sock", {"op": "status"})
-    return next(x["active_calls"] for x in st["containers"] if x["id"] == cid)
+    return next(x["active_calls"] for x in ash.status()["containers"] if x["id"] == cid)
 
 
 def assert_leaks_nothing(replies: list[str], secrets: list[str]) -> None:

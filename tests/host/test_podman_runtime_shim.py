@@ -9,58 +9,48 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
 from agentshim.cgroups import Cgroup, detect_layout
-from agentshim.protocol import request
 from agentshim.runtime_shim import add_prestart_hook, container_id_of, find_command
 from tests.podman_support import (
     IMAGE,
     SHIM,
     Podman,
-    build_images,
-    build_wrapper,
+    agentshim_fixture,
+    assert_in_call,
+    assert_removed,
     cgroup_lines,
     container_cgroup,
-    managed_hierarchies,
     mounts_mentioning,
-    need_podman,
-    private_agentshim,
     private_env,
     run_container,
 )
 
 
-@pytest.fixture(scope="module")
-def ash(tmp_path_factory):
-    need_podman()
-    build_wrapper()
-    build_images(Podman())
-    root = tmp_path_factory.mktemp("agentshim")
-    # podman runs the OCI runtime with an empty environment: a wrapper script gives the shim
-    # this module's private directories; an empty hooks dir keeps any installed hooks away
+def shim_podman(root: Path) -> Podman:
+    """podman running containers with agentshim-runtime for the private agentshim under root.
+    podman runs the OCI runtime with an empty environment: a wrapper script gives the shim
+    the private directories; an empty hooks dir keeps any installed hooks away."""
     shim = root / "agentshim-runtime"
     exports = "".join(f"export {k}='{v}'\n" for k, v in
                       {**private_env(root), "PATH": os.environ["PATH"]}.items())
     shim.write_text(f"#!/bin/sh\n{exports}exec {SHIM} \"$@\"\n")
     shim.chmod(0o755)
     (root / "no-hooks").mkdir()
-    podman = Podman(["podman", "--runtime", str(shim), "--hooks-dir", str(root / "no-hooks")])
-    with private_agentshim(root, podman, "ashim-shim") as a:
-        yield a
+    return Podman(["podman", "--runtime", str(shim), "--hooks-dir", str(root / "no-hooks")])
+
+
+ash = agentshim_fixture("ashim-shim", podman=shim_podman)
 
 
 def assert_gone(ash, cid: str, root: Cgroup | None, slot: Path) -> None:
     if root is not None:
-        left = [str(d) for d in root.dirs.values() if d.exists()]
-        assert left == [], f"cgroups left behind: {left}"
+        assert_removed(root)
     assert not slot.exists(), "slot directory left behind"
     assert mounts_mentioning(str(slot), cid) == []
     assert not (ash.state_dir / "hooks" / f"{cid}.json").exists()
     assert list((ash.state_dir / "hooks").glob(f"slot-{slot.name}.json")) == []
     assert (ash.state_dir / "summaries" / f"{cid}.json").exists()
-    status = request(ash.run_dir / "agentshimd.sock", {"op": "status"})
-    assert cid not in [x["id"] for x in status["containers"]]
+    assert cid not in [x["id"] for x in ash.status()["containers"]]
 
 
 def test_the_shim_alone_manages_calls_and_delete_cleans_up(ash):
@@ -70,9 +60,7 @@ def test_the_shim_alone_manages_calls_and_delete_cleans_up(ash):
     slot = ash.slot_dir(c.id)
     r = c.exec("bash", "-lc", "cat /proc/self/cgroup")
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    lines = cgroup_lines(r.stdout)
-    for h in managed_hierarchies():
-        assert lines[h].endswith("/tools/call-1"), (h, r.stdout)
+    assert_in_call(r.stdout, 1)
     assert [x["call"] for x in ash.records(c.id)] == [1]
     # the prestart hook the shim put into config.json, with the shim's environment
     bundle = Path(c.podman("inspect", c.name, "--format", "{{.StaticDir}}").stdout.strip())
@@ -101,8 +89,7 @@ def test_run_rm_through_the_shim_leaves_nothing(ash, tmp_path):
 
 
 def test_unannotated_containers_pass_through_untouched(ash):
-    c = run_container(ash.podman, ash.name())
-    try:
+    with run_container(ash.podman, ash.name()) as c:
         bundle = Path(c.podman("inspect", c.name, "--format", "{{.StaticDir}}").stdout.strip())
         cfg = json.loads((bundle / "config.json").read_text())
         assert "io.agentshim.slot" not in (cfg.get("annotations") or {})
@@ -110,8 +97,6 @@ def test_unannotated_containers_pass_through_untouched(ash):
                     if "agentshim" in json.dumps(h)]
         assert Cgroup.of_pid(detect_layout(), c.pid()).name.startswith("libpod-")
         assert c.exec("bash", "-c", "echo plain").stdout == "plain\n"
-    finally:
-        c.rm()
 
 
 def test_argument_parsing():

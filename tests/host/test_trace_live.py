@@ -4,28 +4,23 @@ calls with their peaks and the memory series shows the burst. Also an unmanaged 
 (container-level series only, stopped by SIGINT) and an unknown one.
 
 Needs: root, podman with runc (setup-host.sh), the test image (tests/images/), a C compiler.
-Runs its own agentshimd with private run/state dirs, like tests/host/test_podman_e2e.py.
+Runs its own agentshimd with private run/state dirs (tests/podman_support.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-IMAGE = "localhost/agentshim-test:latest"
-AGENTSHIM = Path(sys.executable).parent / "agentshim"
+from tests.podman_support import AGENTSHIM, Agentshim, Container, agentshim_fixture, run_container
+
 MiB = 1 << 20
 MB = 1_000_000
 ALLOC = 250 * MiB
@@ -34,61 +29,21 @@ POLICY = ("memory:;  total: 1G;  tool_default: 256M;"
           "categories:;  test:;    match: ['dd if='];    memory: 512M")
 ALLOC_CALL = f"dd if=/dev/zero of=/dev/null bs={ALLOC // MiB}M count=80"
 
-
-def podman(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check,
-                          timeout=120, **kw)
-
-
-@pytest.fixture(scope="module")
-def hooks_dir(tmp_path_factory) -> Iterator[Path]:
-    """hooks.d JSON pointing at this checkout with private run/state dirs (passed to the hooks,
-    the agentshimd they start and the recorder through the environment); the daemon is
-    stopped at the end."""
-    if os.geteuid() != 0 or shutil.which("podman") is None:
-        pytest.skip("needs root and podman (run packaging/setup-host.sh)")
-    subprocess.run(["make", "-s", "-C", str(REPO / "wrapper")], check=True)
-    subprocess.run([str(REPO / "tests/images/build-test-image.sh")], check=True)
-    d = tmp_path_factory.mktemp("hooks.d")
-    private = tmp_path_factory.mktemp("agentshim")
-    env = {"AGENTSHIM_RUN_DIR": str(private / "run"),
-           "AGENTSHIM_STATE_DIR": str(private / "state")}
-    for tmpl in (REPO / "hooks").glob("*.json.in"):
-        spec = json.loads(tmpl.read_text().replace("@AGENTSHIM@", str(AGENTSHIM)))
-        spec["hook"]["env"] = [f"{k}={v}" for k, v in env.items()] + [
-            f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}"]
-        (d / tmpl.name.removesuffix(".in")).write_text(json.dumps(spec))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield d
-    lock = private / "run" / "agentshimd.lock"
-    if lock.exists() and lock.read_text().strip().isdigit():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(lock.read_text()), signal.SIGTERM)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+ash = agentshim_fixture("ashim-trace")
 
 
 @pytest.fixture
-def names() -> Iterator[list[str]]:
-    """Container names to remove at the end, whatever happened."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        podman("rm", "-f", "-t", "0", name, check=False)
+def run(ash: Agentshim) -> Iterator[Callable[..., Container]]:
+    """Starts a container (args: podman run options); each is removed after the test."""
+    made: list[Container] = []
 
+    def start(*args: str) -> Container:
+        made.append(run_container(ash.hooked, ash.name(), *args))
+        return made[-1]
 
-def _run_container(hooks_dir: Path, names: list[str], *annotations: str) -> str:
-    name = f"ashim-trace-{uuid.uuid4().hex[:8]}"
-    names.append(name)
-    args = [a for ann in annotations for a in ("--annotation", ann)]
-    r = podman("--hooks-dir", str(hooks_dir), "run", "-d", "--name", name, *args, IMAGE,
-               "sleep", "600", check=False)
-    assert r.returncode == 0, r.stderr
-    return name
+    yield start
+    for c in made:
+        c.rm()
 
 
 def _start_trace(name: str, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -123,9 +78,10 @@ def _report(*args: str) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def test_live_trace_of_a_managed_container(hooks_dir: Path, names: list[str],
+def test_live_trace_of_a_managed_container(ash: Agentshim, run: Callable[..., Container],
                                            tmp_path: Path) -> None:
-    name = _run_container(hooks_dir, names, f"io.agentshim.policy={POLICY}")
+    c = run("--annotation", f"io.agentshim.policy={POLICY}")
+    name = c.name
     out = tmp_path / "live"
     proc = _start_trace(name, out)
     time.sleep(1.0)  # some quiet baseline first
@@ -133,12 +89,12 @@ def test_live_trace_of_a_managed_container(hooks_dir: Path, names: list[str],
     windows = []
     for cmd in calls:
         t0 = time.time()
-        r = podman("exec", name, "bash", "-c", cmd, check=False)
+        r = c.exec("bash", "-c", cmd)
         windows.append((t0, time.time()))
         assert r.returncode == 0, (cmd, r.stderr)
         time.sleep(0.5)
     time.sleep(0.5)
-    podman("stop", "-t", "0", name)  # the recorder stops by itself when the container exits
+    ash.podman("stop", "-t", "0", name)  # the recorder stops by itself when the container exits
     err = _finish(proc)
     assert "container exited" in err and "recorder CPU" in err
     assert "\r" not in err  # no live status line when stderr is not a tty
@@ -190,9 +146,10 @@ def test_live_trace_of_a_managed_container(hooks_dir: Path, names: list[str],
     assert (tmp_path / "plots" / "memory-live.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_unmanaged_container_is_recorded_until_sigint(hooks_dir: Path, names: list[str],
+def test_unmanaged_container_is_recorded_until_sigint(ash: Agentshim,
+                                                      run: Callable[..., Container],
                                                       tmp_path: Path) -> None:
-    name = _run_container(hooks_dir, names)
+    name = run().name
     out = tmp_path / "plain"
     proc = _start_trace(name, out, "--interval", "50ms")
     time.sleep(0.5)
@@ -204,10 +161,10 @@ def test_unmanaged_container_is_recorded_until_sigint(hooks_dir: Path, names: li
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == m["samples"] >= 10
     assert all("framework" not in s and s["mem_bytes"] > 0 for s in samples)
-    assert podman("inspect", name, "--format", "{{.State.Status}}").stdout.strip() == "running"
+    assert ash.podman("inspect", name, "--format", "{{.State.Status}}").stdout.strip() == "running"
 
 
-def test_unknown_container_is_a_clear_error(hooks_dir: Path, tmp_path: Path) -> None:
+def test_unknown_container_is_a_clear_error(ash: Agentshim, tmp_path: Path) -> None:
     r = subprocess.run([str(AGENTSHIM), "trace", f"ashim-trace-none-{uuid.uuid4().hex[:6]}",
                         "-o", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
