@@ -8,9 +8,10 @@ Two kinds of trouble, each with its steps (docs/enforcement.md):
 * a scope near its memory (a container near its total, or the host, i.e. the containers'
   parent cgroup with a limit, or the machine): while it grows, running calls are frozen,
   lowest priority and largest overshoot first; calls of the highest priority present keep
-  running while lower ones can be frozen. Past the "over" mark, frozen calls of lower priority
-  than a running one are killed to make room. When usage falls below the thaw mark, frozen
-  calls are thawed one per step, highest priority first.
+  running while lower ones can be frozen. Past the "over" mark, a frozen call (lower
+  priorities first) is killed to make room; a frozen call keeps its memory, so one frozen for
+  a third of its freeze_timeout while the scope stays short is killed too. When usage falls
+  below the thaw mark, frozen calls are thawed one per step, highest priority first.
 
 The agent framework is never a candidate: only tool calls appear in these views.
 """
@@ -40,6 +41,12 @@ class Thresholds:
     growth_window_s: float = 0.5
     #: how long a call may sit at its own budget before it is frozen
     stall_grace_s: float = 1.0
+    #: a call frozen for scope pressure that has not passed is killed after this share of its
+    #: freeze_timeout (at least min_hold_s): frozen memory is not freed memory
+    hold_fraction: float = 1 / 3
+    min_hold_s: float = 2.0
+    #: after such a kill, wait this long for usage to settle before the next one
+    settle_s: float = 1.0
 
     def level(self, usage: int, limit: int) -> Level:
         """ok / near / over for usage against limit."""
@@ -107,6 +114,7 @@ class ScopeState:
     """What the ladder remembers about a scope between evaluations."""
 
     level: Level = "ok"
+    last_kill: float = float("-inf")
     history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
 
     def growing(self, now: float, usage: int, t: Thresholds, entered: bool) -> bool:
@@ -178,14 +186,16 @@ class Ladder:
         running = [c for c in scope.calls if c.frozen_since is None]
         frozen = [c for c in scope.calls if c.frozen_since is not None]
         out: list[Action] = []
-        if level == "ok":
-            if scope.usage < self.t.thaw * scope.limit:
-                back = [c for c in frozen if not c.frozen_for_budget]
-                back.sort(key=lambda c: (-c.rank, c.frozen_since or 0.0, c.seq))
-                if back:
-                    out.append(Action("thaw", back[0].container, back[0].seq,
-                                      f"{where}: pressure passed", scope.name))
+        if level == "ok" and scope.usage < self.t.thaw * scope.limit:
+            back = [c for c in frozen if not c.frozen_for_budget]
+            back.sort(key=lambda c: (-c.rank, c.frozen_since or 0.0, c.seq))
+            if back:
+                out.append(Action("thaw", back[0].container, back[0].seq,
+                                  f"{where}: pressure passed", scope.name))
             return level, out
+        held = self._held_too_long(scope, st, now, where, frozen)
+        if held or level == "ok":
+            return level, held
         if not growing or not running:
             return level, out
         out = self._escalate(scope, level, where, running, frozen)
@@ -193,6 +203,25 @@ class Ladder:
             st.history.clear()
             st.history.append((now, scope.usage))
         return level, out
+
+    def _held_too_long(self, scope: ScopeView, st: ScopeState, now: float, where: str,
+                       frozen: list[CallView]) -> list[Action]:
+        """A frozen call keeps its memory: when pressure has not passed after
+        hold_fraction * freeze_timeout (at least min_hold_s), the lowest-priority, largest
+        frozen call is killed so the others can go on (one kill per settle_s)."""
+        if now - st.last_kill < self.t.settle_s:
+            return []
+        due = [c for c in frozen if c.can_kill and not c.frozen_for_budget
+               and c.frozen_since is not None and now - c.frozen_since
+               >= max(self.t.min_hold_s, self.t.hold_fraction * c.freeze_timeout)]
+        if not due:
+            return []
+        v = sorted(due, key=lambda c: (c.rank, -c.usage, c.seq))[0]
+        st.last_kill = now
+        held = format_duration(now - v.frozen_since if v.frozen_since is not None else 0.0)
+        return [Action("kill", v.container, v.seq,
+                       f"frozen {held} and the {where.replace(' at ', ' is still at ', 1)}: "
+                       "a frozen call keeps its memory", scope.name)]
 
     @staticmethod
     def _escalate(scope: ScopeView, level: Level, where: str, running: list[CallView],
@@ -206,15 +235,18 @@ class Ladder:
                                   f"{where}; a higher-priority call is running", scope.name))
             return out
         frozen_lower = [c for c in frozen if c.rank < top]
+        if level == "over" and frozen:
+            # close to the kernel's OOM killer: make room by killing a frozen call (lower
+            # priorities first) rather than freezing yet another one
+            victims = [c for c in (frozen_lower or frozen) if c.can_kill]
+            victims.sort(key=lambda c: (c.rank, -c.usage, c.seq))
+            if victims:
+                v = victims[0]
+                why = ("made room for a higher-priority call" if frozen_lower
+                       else "made room before the kernel's OOM killer would")
+                out.append(Action("kill", v.container, v.seq, f"{where}: {why}", scope.name))
+                return out
         if frozen_lower:
-            if level == "over":
-                victims = [c for c in frozen_lower if c.can_kill]
-                victims.sort(key=lambda c: (c.rank, -c.usage, c.seq))
-                if victims:
-                    v = victims[0]
-                    out.append(Action("kill", v.container, v.seq,
-                                      f"{where}: made room for a higher-priority call",
-                                      scope.name))
             return out
         candidates = [c for c in running if c.can_freeze]
         if candidates:

@@ -126,3 +126,33 @@ def test_calls_that_cannot_be_frozen_are_skipped_for_the_next():
     calls = [call(1, 600, can_freeze=False), call(2, 300)]
     _, acts = lad.scope_actions(scope(950, calls), now=0.0)
     assert kinds(acts) == [("freeze", 2)]
+
+
+def test_a_frozen_call_is_killed_when_pressure_does_not_pass():
+    """Frozen memory is not freed: after a third of freeze_timeout (here 10 s) with the scope
+    still short, the lowest-priority frozen call goes; one kill per settle period."""
+    lad = Ladder()
+    calls = [call(1, 300, "normal", frozen_since=0.0), call(2, 200, "low", frozen_since=1.0),
+             call(3, 100, "high")]
+    lad.scope_actions(scope(920, calls, kind="host"), now=0.0)
+    _, acts = lad.scope_actions(scope(920, calls, kind="host"), now=9.9)
+    assert acts == []  # nobody frozen 10 s yet
+    _, acts = lad.scope_actions(scope(920, calls, kind="host"), now=10.5)
+    assert kinds(acts) == [("kill", 1)]  # the only one due (the low one has 9.5 s)
+    assert acts[0].reason == ("frozen 10.5s and the host is still at 92% of its 1000M: "
+                              "a frozen call keeps its memory")
+    calls[0].frozen_since = None  # gone
+    _, acts = lad.scope_actions(scope(880, calls, kind="host"), now=11.2)  # between thaw/near
+    assert acts == []  # settling after the last kill
+    _, acts = lad.scope_actions(scope(880, calls, kind="host"), now=11.6)
+    assert kinds(acts) == [("kill", 2)]
+    _, acts = lad.scope_actions(scope(800, calls, kind="host"), now=13.0)
+    assert kinds(acts) == [("thaw", 2)]  # (still listed as frozen here) pressure passed
+
+
+def test_over_the_mark_a_frozen_call_of_the_same_priority_is_killed_first():
+    lad = Ladder()
+    calls = [call(1, 500, frozen_since=0.0), call(2, 300)]
+    lad.scope_actions(scope(920, calls), now=0.0)
+    _, acts = lad.scope_actions(scope(975, calls), now=0.2)
+    assert kinds(acts) == [("kill", 1)] and "OOM killer" in acts[0].reason
