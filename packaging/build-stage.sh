@@ -87,6 +87,9 @@ stage() {
     # Python code, without bytecode (compiled by the maintainer scripts, removed with them)
     (cd "$SRC" && find agentshim -type f -name '*.py' ! -path '*/__pycache__/*') | sort |
         while read -r f; do install -D -m 0644 "$SRC/$f" "$dest$LIB/$f"; done
+    # package data: the demo's traces (agentshim demo)
+    (cd "$SRC" && find agentshim/replay/demo_traces -type f) | sort |
+        while read -r f; do install -D -m 0644 "$SRC/$f" "$dest$LIB/$f"; done
     # the BPF C agentshim/bpf/loader.py compiles at run time
     install -D -m 0644 "$SRC/bpf/memevents.bpf.c" "$dest$LIB/bpf/memevents.bpf.c"
     launcher "$dest/usr/bin/agentshim" agentshim.cli

@@ -118,8 +118,9 @@ def deb_files(deb: Path) -> set[str]:
 
 
 def python_sources() -> set[str]:
-    """The package's Python files, as this checkout has them."""
-    return {str(p.relative_to(REPO)) for p in (REPO / "agentshim").rglob("*.py")
+    """The package's Python files and data (the demo's traces), as this checkout has them."""
+    data = [p for p in (REPO / "agentshim" / "replay" / "demo_traces").rglob("*") if p.is_file()]
+    return {str(p.relative_to(REPO)) for p in [*(REPO / "agentshim").rglob("*.py"), *data]
             if "__pycache__" not in p.parts}
 
 
