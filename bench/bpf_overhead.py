@@ -18,21 +18,17 @@ Prints the medians and overheads (target: default <= 2%) and writes them as JSON
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import arg_parser, parse_args, scratch_cgroup, write_json
 
-from agentshim.bpf import DEFAULT_TYPES, EVENT_TYPES, MemEvents  # noqa: E402
-from agentshim.cgroups import Cgroup, detect_layout  # noqa: E402
+from agentshim.bpf import DEFAULT_TYPES, EVENT_TYPES, MemEvents
+from agentshim.cgroups import Cgroup
 
 CHILD = r"""
 import mmap, sys, time
@@ -104,48 +100,40 @@ def measure(child: Child, cg: Cgroup, types: tuple[str, ...] | None,
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--reps", type=int, default=8, help="repetitions of every configuration")
     ap.add_argument("--rounds", type=int, default=3, help="child rounds per repetition")
     ap.add_argument("--mb", type=int, default=256, help="memory touched per round")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if os.geteuid() != 0:
         print("needs root (cgroups and BPF)", file=sys.stderr)
         return 2
 
-    layout = detect_layout()
-    parent = Cgroup.at(layout, "agentshim.bench")
-    parent.create(exist_ok=True)
-    cg = parent.child(f"b-{uuid.uuid4().hex[:8]}")
-    cg.create()
     cpu: dict[str, list[float]] = {k: [] for k in CONFIGS}
     wall: dict[str, list[float]] = {k: [] for k in CONFIGS}
     events: dict[str, list[int]] = {k: [] for k in CONFIGS}
     with MemEvents(types=EVENT_TYPES) as mev:
         plan = mev.plan_description()
-    child = Child(cg, args.mb)
-    try:
-        for _ in range(3):  # warm-up: the allocator and page tables settle
-            child.round()
-        names = list(CONFIGS)
-        for rep in range(args.reps):
-            order = names[rep % len(names):] + names[:rep % len(names)]
-            if rep % 2:
-                order.reverse()
-            for name in order:
-                res, n = measure(child, cg, CONFIGS[name], args.rounds)
-                cpu[name] += [c for c, _ in res]
-                wall[name] += [w for _, w in res]
-                events[name].append(n)
-                print(f"rep {rep + 1}/{args.reps} {name:<12} cpu "
-                      f"{statistics.median(c for c, _ in res):7.1f} ns/page, {n} events",
-                      flush=True)
-    finally:
-        child.close()
-        cg.remove_tree(kill=True)
-        if not parent.children():
-            parent.remove()
+    with scratch_cgroup("b", controllers=False) as cg:
+        child = Child(cg, args.mb)
+        try:
+            for _ in range(3):  # warm-up: the allocator and page tables settle
+                child.round()
+            names = list(CONFIGS)
+            for rep in range(args.reps):
+                order = names[rep % len(names):] + names[:rep % len(names)]
+                if rep % 2:
+                    order.reverse()
+                for name in order:
+                    res, n = measure(child, cg, CONFIGS[name], args.rounds)
+                    cpu[name] += [c for c, _ in res]
+                    wall[name] += [w for _, w in res]
+                    events[name].append(n)
+                    print(f"rep {rep + 1}/{args.reps} {name:<12} cpu "
+                          f"{statistics.median(c for c, _ in res):7.1f} ns/page, {n} events",
+                          flush=True)
+        finally:
+            child.close()
 
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     med_wall = {k: statistics.median(v) for k, v in wall.items()}
@@ -174,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in overhead_cpu:
         print(f"overhead {k:<12} cpu {overhead_cpu[k] * 100:+6.2f}%  "
               f"wall {overhead_wall[k] * 100:+6.2f}%  (target for default: <= +2%)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result, announce=True)
     return 0
 
 

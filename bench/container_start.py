@@ -15,37 +15,15 @@ the daemon started by the hooks is stopped at the end.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import arg_parser, bench_agentshim, parse_args, stats_line, summary, write_json
 
-import contextlib
-
-from tests.podman_support import (  # noqa: E402
-    IMAGE,
-    Podman,
-    build_images,
-    private_env,
-    write_hooks_dir,
-)
+from tests.podman_support import IMAGE, Podman
 
 TARGET_ADDED_P50_MS = 300.0
-
-
-def pct(xs: list[float], q: float) -> float:
-    """The q-quantile (0..1) of xs, nearest rank."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def one_run(podman: Podman, image: str, managed: bool, network: str) -> float:
@@ -60,28 +38,19 @@ def one_run(podman: Podman, image: str, managed: bool, network: str) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--runs", type=int, default=20, help="runs of each kind")
     ap.add_argument("--image", default=IMAGE)
     ap.add_argument("--network", default="none", help="podman --network (default: none)")
     ap.add_argument("--no-bpf", action="store_true",
                     help="agentshimd without its BPF programs (AGENTSHIM_BPF=0), to see their "
                          "share of the cost")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    args = ap.parse_args()
+    args = parse_args(ap)
     if os.geteuid() != 0:
         raise SystemExit("run as root (podman, cgroups)")
-    subprocess.run(["make", "-s", "-C", str(Path(__file__).resolve().parent.parent / "wrapper")],
-                   check=True)
-    build_images(Podman())
-    root = Path(tempfile.mkdtemp(prefix="ashim-bench-"))
-    env = private_env(root)
-    if args.no_bpf:
-        env["AGENTSHIM_BPF"] = "0"
-    hooks = write_hooks_dir(root / "hooks.d", env)
-    podman = Podman(["podman", "--hooks-dir", str(hooks)])
     samples: dict[str, list[float]] = {"plain": [], "agentshim": []}
-    try:
+    with bench_agentshim("ashim-bench-start", bpf=not args.no_bpf) as ash:
+        podman = ash.hooked
         one_run(podman, args.image, True, args.network)  # warm-up; starts agentshimd
         one_run(podman, args.image, False, args.network)
         for i in range(args.runs):
@@ -89,16 +58,9 @@ def main() -> int:
             for managed in order:
                 samples["agentshim" if managed else "plain"].append(
                     one_run(podman, args.image, managed, args.network))
-    finally:
-        lock = root / "run" / "agentshimd.lock"
-        if lock.exists() and lock.read_text().strip().isdigit():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(lock.read_text()), signal.SIGTERM)
-            time.sleep(0.3)
-        shutil.rmtree(root, ignore_errors=True)
     ms = {k: [x * 1000 for x in v] for k, v in samples.items()}
-    res = {k: {"p50_ms": round(statistics.median(v), 1), "p90_ms": round(pct(v, 0.9), 1),
-               "min_ms": round(min(v), 1), "samples_ms": [round(x, 1) for x in v]}
+    res = {k: {**summary(v, "p50", "p90", "min", digits=1, mid_median=True),
+               "samples_ms": [round(x, 1) for x in v]}
            for k, v in ms.items()}
     added = res["agentshim"]["p50_ms"] - res["plain"]["p50_ms"]
     result = {"runs": args.runs, "image": args.image, "network": args.network,
@@ -110,13 +72,10 @@ def main() -> int:
     print(f"podman run --rm {args.image} true, {args.runs} runs each (network {args.network}, "
           f"agentshimd BPF {'off' if args.no_bpf else 'on'})")
     for k in ("plain", "agentshim"):
-        print(f"  {k:10s} p50 {res[k]['p50_ms']:7.1f} ms   p90 {res[k]['p90_ms']:7.1f} ms   "
-              f"min {res[k]['min_ms']:7.1f} ms")
+        print(stats_line(k, res[k], ("p50", "p90", "min"), width=10, digits=1))
     print(f"  added p50 {added:.1f} ms (ratio {result['ratio_p50']:.2f}x); target <= "
           f"{TARGET_ADDED_P50_MS:.0f} ms: {'met' if result['meets_target'] else 'NOT met'}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result, announce=True)
     return 0
 
 

@@ -11,21 +11,16 @@ Target: PSS(N=20) <= 1.2 x PSS(1).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _common import arg_parser, parse_args, scratch_cgroup, write_json
 
-from agentshim.cgroups import Cgroup, detect_layout  # noqa: E402
-from agentshim.protocol import request  # noqa: E402
-from tests.daemon_support import Call, register, start_call, start_daemon  # noqa: E402
+from agentshim.protocol import request
+from tests.daemon_support import Call, register, start_call, start_daemon
 
 POLICY = "memory: {total: 1G, framework_protect: 64M, tool_default: 256M}\n"
 
@@ -53,24 +48,17 @@ def settled(pid: int, seconds: float = 3.0) -> dict[str, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--containers", type=int, default=20)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = parse_args(ap)
     if os.geteuid() != 0:
         print("daemon_memory: needs root", file=sys.stderr)
         return 2
-    layout = detect_layout()
-    parent = Cgroup.at(layout, f"agentshim.bench/mem-{uuid.uuid4().hex[:8]}")
-    parent.parent().create(exist_ok=True)
-    parent.create()
-    if layout.mode == "v2":
-        Cgroup.at(layout, "").enable_controllers()
-        parent.parent().enable_controllers()
-        parent.enable_controllers()
     calls: list[Call] = []
     trees = []
-    with tempfile.TemporaryDirectory(prefix="agentshim-mem-") as tmp:
+    with (scratch_cgroup("mem") as parent,
+          tempfile.TemporaryDirectory(prefix="agentshim-mem-") as tmp):
+        parent.enable_controllers()  # for the containers below it (v2 only)
         d = start_daemon(Path(tmp), bpf=True)
         try:
             bpf = d.wait_bpf()["bpf"]
@@ -111,14 +99,11 @@ def main() -> int:
             d.stop()
             for t in trees:
                 t.destroy()
-                t.root.remove()
-            parent.remove()
-    result = {"benchmark": "daemon_memory", "cgroups": layout.mode, "bpf": bpf,
+    result = {"benchmark": "daemon_memory", "cgroups": parent.layout.mode, "bpf": bpf,
               "containers": args.containers, "one_kib": one, "many_kib": many,
               "ratio": round(ratio, 3), "uss_ratio": round(uss_ratio, 3), "target_ratio": 1.2,
               "meets_target": ratio <= 1.2 and uss_ratio <= 1.2}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

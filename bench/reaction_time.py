@@ -20,30 +20,22 @@ Target: agentshim p99 <= 10 ms. Prints p50/p90/p99 of both and their ratio, writ
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _common import arg_parser, parse_args, scratch_cgroup, summary, write_json
 
-from agentshim.cgroups import (  # noqa: E402
-    Cgroup,
-    ContainerTree,
-    MemoryLimits,
-    TreeBudget,
-    detect_layout,
-)
-from agentshim.protocol import request  # noqa: E402
-from tests.daemon_support import MB, end_call, start_daemon  # noqa: E402
+from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget, detect_layout
+from agentshim.protocol import request
+from tests.daemon_support import MB, end_call, start_daemon
 
 TOTAL_MB, BURST_MB, STEP_MB = 640, 600, 2
 POLICY = (f"memory: {{total: {TOTAL_MB}M, framework_protect: 32M, tool_default: 600M}}\n"
@@ -72,12 +64,6 @@ while done < mb:
 print("\n".join(out + ["done"]), flush=True)
 time.sleep(600)
 """
-
-
-def pct(xs: list[float], q: float) -> float:
-    """The q-quantile (0..1) of xs, nearest rank."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 class CrossingWatch:
@@ -132,71 +118,67 @@ def spawn(cg: Cgroup, sock: str) -> tuple[subprocess.Popen, dict]:
     return p, json.loads(p.stdout.readline())
 
 
+@contextlib.contextmanager
+def container(prefix: str) -> Iterator[ContainerTree]:
+    """A container cgroup of TOTAL_MB with its agentshim tree, under agentshim.bench; removed
+    at the end."""
+    with scratch_cgroup(prefix) as cg:
+        tree = ContainerTree(cg)
+        tree.build(TreeBudget(total=TOTAL_MB * MB, framework_low=32 * MB,
+                              tools_high=(TOTAL_MB - 32) * MB))
+        try:
+            yield tree
+        finally:
+            tree.destroy()
+
+
 def agentshim_trials(n: int, tmp: Path) -> tuple[list[float], dict]:
     """Reaction times (ms) of agentshimd's ladder."""
-    layout = detect_layout()
     d = start_daemon(tmp, bpf=True)
     st = d.wait_bpf()
-    parent = Cgroup.at(layout, f"agentshim.bench/rt-{uuid.uuid4().hex[:8]}")
-    parent.parent().create(exist_ok=True)
-    parent.create()
-    if layout.mode == "v2":
-        Cgroup.at(layout, "").enable_controllers()
-        parent.parent().enable_controllers()
-    tree = ContainerTree(parent)
-    tree.build(TreeBudget(total=TOTAL_MB * MB, framework_low=32 * MB,
-                          tools_high=(TOTAL_MB - 32) * MB))
-    reply = request(d.ctl, {"op": "register", "id": "rt", "pid": os.getpid(), "slot": "rt",
-                            "cgroup": {k: str(v) for k, v in parent.dirs.items()},
-                            "policy_yaml": POLICY})
-    sock = reply["socket"]
     out: list[float] = []
     missed = 0
-    try:
-        for i in range(n):
-            p, rep = spawn(tree.framework, sock)
-            seq = rep["call"]
-            time.sleep(0.05)
-            watch = CrossingWatch(parent, int(0.9 * TOTAL_MB * MB))
-            p.stdin.write("x")
-            p.stdin.flush()
-            read_steps(p, time.monotonic() + 5)
-            cross = watch.close()
-            freeze = [e for e in d.events("rt") if e["action"] == "freeze" and e["call"] == seq]
-            if freeze and cross is not None:
-                out.append(max(0.0, (freeze[0]["ts"] - cross) * 1000))
-            else:
-                missed += 1
-            p.kill()
-            tree.call(seq).kill()
-            p.wait()
-            end_call(Path(sock), tree.framework, seq, 137)
-            print(f"\ragentshim trial {i + 1}/{n}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-    finally:
-        request(d.ctl, {"op": "unregister", "id": "rt"})
-        d.stop()
-        tree.destroy()
-        parent.remove()
+    with container("rt") as tree:
+        parent = tree.root
+        reply = request(d.ctl, {"op": "register", "id": "rt", "pid": os.getpid(), "slot": "rt",
+                                "cgroup": {k: str(v) for k, v in parent.dirs.items()},
+                                "policy_yaml": POLICY})
+        sock = reply["socket"]
+        try:
+            for i in range(n):
+                p, rep = spawn(tree.framework, sock)
+                seq = rep["call"]
+                time.sleep(0.05)
+                watch = CrossingWatch(parent, int(0.9 * TOTAL_MB * MB))
+                p.stdin.write("x")
+                p.stdin.flush()
+                read_steps(p, time.monotonic() + 5)
+                cross = watch.close()
+                freeze = [e for e in d.events("rt")
+                          if e["action"] == "freeze" and e["call"] == seq]
+                if freeze and cross is not None:
+                    out.append(max(0.0, (freeze[0]["ts"] - cross) * 1000))
+                else:
+                    missed += 1
+                p.kill()
+                tree.call(seq).kill()
+                p.wait()
+                end_call(Path(sock), tree.framework, seq, 137)
+                print(f"\ragentshim trial {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+        finally:
+            request(d.ctl, {"op": "unregister", "id": "rt"})
+            d.stop()
     return out, {"missed": missed, "bpf": st["bpf"]}
 
 
 def poller_trials(n: int, interval_s: float = 1.0) -> tuple[list[float], dict]:
     """Reaction times (ms) of a user-space reactor polling usage every interval_s."""
-    layout = detect_layout()
-    parent = Cgroup.at(layout, f"agentshim.bench/poll-{uuid.uuid4().hex[:8]}")
-    parent.parent().create(exist_ok=True)
-    parent.create()
-    if layout.mode == "v2":
-        Cgroup.at(layout, "").enable_controllers()
-        parent.parent().enable_controllers()
-    tree = ContainerTree(parent)
-    tree.build(TreeBudget(total=TOTAL_MB * MB, framework_low=32 * MB,
-                          tools_high=(TOTAL_MB - 32) * MB))
     mark = int(0.9 * TOTAL_MB * MB)
     out: list[float] = []
     missed = 0
-    try:
+    with container("poll") as tree:
+        parent = tree.root
         for i in range(n):
             call = tree.create_call(i + 1, MemoryLimits(high=600 * MB))
             p, _ = spawn(call, "-")
@@ -235,33 +217,28 @@ def poller_trials(n: int, interval_s: float = 1.0) -> tuple[list[float], dict]:
             call.remove_tree(kill=True)
             print(f"\rpoller trial {i + 1}/{n}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-    finally:
-        tree.destroy()
-        parent.remove()
     return out, {"missed": missed}
 
 
-def summary(xs: list[float]) -> dict[str, float]:
+def trial_summary(xs: list[float]) -> dict[str, float]:
+    """n and the statistics of the reaction times (ms) of one side."""
     if not xs:
         return {"n": 0}
-    return {"n": len(xs), "p50_ms": round(pct(xs, 0.5), 3), "p90_ms": round(pct(xs, 0.9), 3),
-            "p99_ms": round(pct(xs, 0.99), 3), "mean_ms": round(statistics.fmean(xs), 3),
-            "max_ms": round(max(xs), 3)}
+    return {"n": len(xs), **summary(xs, "p50", "p90", "p99", "mean", "max")}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--poller-trials", type=int, default=12)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = parse_args(ap)
     if os.geteuid() != 0:
         print("reaction_time: needs root", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="agentshim-rt-") as tmp:
         ashim, ainfo = agentshim_trials(args.trials, Path(tmp))
     poller, pinfo = poller_trials(args.poller_trials)
-    a, p = summary(ashim), summary(poller)
+    a, p = trial_summary(ashim), trial_summary(poller)
     result = {"benchmark": "reaction_time", "cgroups": detect_layout().mode,
               "burst_mb": BURST_MB, "mark_mb": round(0.9 * TOTAL_MB),
               "agentshim": {**a, **ainfo}, "poller_1s": {**p, **pinfo},
@@ -279,8 +256,7 @@ def main() -> int:
     if "speedup_p50" in result:
         print(f"  agentshim reacts {result['speedup_p50']}x faster at p50; "
               f"target p99 <= 10 ms: {'met' if result['meets_target'] else 'NOT met'}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -17,30 +17,13 @@ removed at the end.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _common import arg_parser, bench_agentshim, parse_args, stats_line, summary, write_json
 
-from tests.podman_support import (  # noqa: E402
-    PY_IMAGE,
-    Podman,
-    build_images,
-    private_env,
-    write_hooks_dir,
-)
+from tests.podman_support import PY_IMAGE
 
 TARGET_P50_MS = 3.0
 TARGET_P99_MS = 10.0
@@ -70,63 +53,39 @@ print(json.dumps(out))
 """
 
 
-def pct(xs: list[float], q: float) -> float:
-    """The q-quantile (0..1) of xs, nearest rank."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--iterations", type=int, default=500, help="runs of each kind")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--no-bpf", action="store_true",
                     help="agentshimd without its BPF programs (AGENTSHIM_BPF=0)")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    args = ap.parse_args()
+    args = parse_args(ap)
     if os.geteuid() != 0:
         raise SystemExit("run as root (podman, cgroups)")
-    subprocess.run(["make", "-s", "-C", str(REPO / "wrapper")], check=True)
-    build_images(Podman(), python=True)
-    root = Path(tempfile.mkdtemp(prefix="ashim-lat-"))
-    env = private_env(root)
-    if args.no_bpf:
-        env["AGENTSHIM_BPF"] = "0"
-    podman = Podman(["podman", "--hooks-dir", str(write_hooks_dir(root / "hooks.d", env))])
-    name = f"ashim-bench-lat-{uuid.uuid4().hex[:8]}"
-    try:
-        r = podman("run", "-d", "--name", name, "--network", "none",
-                   "--annotation", "io.agentshim.enable=true", PY_IMAGE, "sleep", "3600")
+    with bench_agentshim("ashim-bench-lat", bpf=not args.no_bpf, python=True) as ash:
+        r = ash.hooked("run", "-d", "--name", ash.name(), "--network", "none",
+                       "--annotation", "io.agentshim.enable=true", PY_IMAGE, "sleep", "3600")
         cid = r.stdout.strip()
-        r = podman("exec", name, "python3", "-c", DRIVER, str(args.iterations),
-                   str(args.warmup), timeout=1800)
+        r = ash.hooked("exec", cid, "python3", "-c", DRIVER, str(args.iterations),
+                       str(args.warmup), timeout=1800)
         raw = json.loads(r.stdout)
-        calls = root / "state" / "calls" / f"{cid}.jsonl"
-        recorded = len(calls.read_text().splitlines()) if calls.exists() else 0
+        recorded = len(ash.records(cid))
         want = args.iterations + args.warmup
         if recorded != want:
             raise SystemExit(f"{recorded} call records for {want} wrapped runs: calls were "
                              "not all managed")
-    finally:
-        podman("rm", "-f", "-t", "0", name, check=False)
-        lock = root / "run" / "agentshimd.lock"
-        if lock.exists() and lock.read_text().strip().isdigit():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(lock.read_text()), signal.SIGTERM)
-            time.sleep(0.3)
-        shutil.rmtree(root, ignore_errors=True)
 
     ms = {k: [x / 1e6 for x in v] for k, v in raw.items()}
-    paired = [w - p for w, p in zip(ms["wrapped"], ms["plain"], strict=True)]
-    stats = {k: {"p50_ms": round(statistics.median(v), 3), "p99_ms": round(pct(v, 0.99), 3),
-                 "mean_ms": round(statistics.fmean(v), 3)} for k, v in ms.items()}
+    paired = summary([w - p for w, p in zip(ms["wrapped"], ms["plain"], strict=True)],
+                     "p50", "p99", mid_median=True)
+    stats = {k: summary(v, "p50", "p99", "mean", mid_median=True) for k, v in ms.items()}
     added_p50 = stats["wrapped"]["p50_ms"] - stats["plain"]["p50_ms"]
     added_p99 = stats["wrapped"]["p99_ms"] - stats["plain"]["p99_ms"]
     result = {
         "iterations": args.iterations, "image": PY_IMAGE, "bpf": not args.no_bpf, **stats,
         "added_p50_ms": round(added_p50, 3), "added_p99_ms": round(added_p99, 3),
-        "paired_diff_p50_ms": round(statistics.median(paired), 3),
-        "paired_diff_p99_ms": round(pct(paired, 0.99), 3),
+        "paired_diff_p50_ms": paired["p50_ms"],
+        "paired_diff_p99_ms": paired["p99_ms"],
         "ratio_p50": round(stats["wrapped"]["p50_ms"] / stats["plain"]["p50_ms"], 2),
         "target_p50_ms": TARGET_P50_MS, "target_p99_ms": TARGET_P99_MS,
         "meets_target": added_p50 <= TARGET_P50_MS and added_p99 <= TARGET_P99_MS,
@@ -134,17 +93,14 @@ def main() -> int:
     print(f"bash -c true in a managed container, {args.iterations} runs each "
           f"(agentshimd BPF {'off' if args.no_bpf else 'on'})")
     for k in ("plain", "wrapped"):
-        print(f"  {k:8s} p50 {stats[k]['p50_ms']:7.3f} ms   p99 {stats[k]['p99_ms']:7.3f} ms   "
-              f"mean {stats[k]['mean_ms']:7.3f} ms")
+        print(stats_line(k, stats[k], ("p50", "p99", "mean"), width=8, digits=3))
     print(f"  added    p50 {added_p50:7.3f} ms   p99 {added_p99:7.3f} ms   "
           f"(ratio {result['ratio_p50']:.2f}x at p50)")
     print(f"  paired wrapped-plain: p50 {result['paired_diff_p50_ms']:.3f} ms, "
           f"p99 {result['paired_diff_p99_ms']:.3f} ms")
     print(f"  targets p50 <= {TARGET_P50_MS:g} ms, p99 <= {TARGET_P99_MS:g} ms: "
           f"{'met' if result['meets_target'] else 'NOT met'}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result, announce=True)
     return 0
 
 
