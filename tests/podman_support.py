@@ -106,6 +106,16 @@ class Agentshim:
         """A fresh container name with this module's prefix."""
         return f"{self.prefix}-{uuid.uuid4().hex[:8]}"
 
+    def run_rm(self, cidfile: Path, *cmd: str,
+               podman: Podman | None = None) -> tuple[str, subprocess.CompletedProcess]:
+        """`podman run --rm` of a managed container (io.agentshim.enable=true) of the test image
+        running cmd, to its end, with the hooked podman unless another is given; (the
+        container's id, podman's result)."""
+        r = (podman or self.hooked)("run", "--rm", "--cidfile", str(cidfile), "--name",
+                                    self.name(), "--annotation", "io.agentshim.enable=true",
+                                    IMAGE, *cmd)
+        return cidfile.read_text().strip(), r
+
     def records(self, cid: str) -> list[dict[str, Any]]:
         """The call records of a container, in order."""
         path = self.state_dir / "calls" / f"{cid}.jsonl"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from agentshim.cgroups import Cgroup, detect_layout
 from tests.podman_support import (
-    IMAGE,
     agentshim_fixture,
     assert_in_call,
     assert_removed,
@@ -91,11 +90,7 @@ def test_a_container_without_the_annotations_is_untouched(ash):
 
 def test_run_rm_of_a_managed_container_leaves_nothing(ash, tmp_path):
     """The whole life cycle in one `podman run --rm`, the agent itself being a `bash -c`."""
-    cidfile = tmp_path / "cid"
-    r = ash.hooked("run", "--rm", "--cidfile", str(cidfile), "--name", ash.name(),
-                   "--annotation", "io.agentshim.enable=true", IMAGE,
-                   "bash", "-c", "cat /proc/self/cgroup")
-    cid = cidfile.read_text().strip()
+    cid, r = ash.run_rm(tmp_path / "cid", "bash", "-c", "cat /proc/self/cgroup")
     assert_in_call(r.stdout, 1)
     assert [x["call"] for x in ash.records(cid)] == [1]
     assert (ash.state_dir / "summaries" / f"{cid}.json").exists()

@@ -12,7 +12,6 @@ from pathlib import Path
 from agentshim.cgroups import Cgroup, detect_layout
 from agentshim.runtime_shim import add_prestart_hook, container_id_of, find_command
 from tests.podman_support import (
-    IMAGE,
     SHIM,
     Podman,
     agentshim_fixture,
@@ -72,11 +71,8 @@ def test_the_shim_alone_manages_calls_and_delete_cleans_up(ash):
 
 
 def test_run_rm_through_the_shim_leaves_nothing(ash, tmp_path):
-    cidfile = tmp_path / "cid"
-    r = ash.podman("run", "--rm", "--cidfile", str(cidfile), "--name", ash.name(),
-                   "--annotation", "io.agentshim.enable=true", IMAGE,
-                   "sh", "-c", "bash -c 'cat /proc/self/cgroup'")
-    cid = cidfile.read_text().strip()
+    cid, r = ash.run_rm(tmp_path / "cid", "sh", "-c", "bash -c 'cat /proc/self/cgroup'",
+                        podman=ash.podman)
     assert "/tools/call-1" in cgroup_lines(r.stdout)["memory"]
     deadline = time.monotonic() + 10  # the removal runs in podman's cleanup process
     while not (ash.state_dir / "summaries" / f"{cid}.json").exists():
