@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from agentshim.bpf import EventType, MemEvent, MemEvents
 from agentshim.cgroups import Cgroup, ContainerTree, TreeBudget
+
+if TYPE_CHECKING:
+    from tests.conftest import Exec
 
 MB = 1 << 20
 
@@ -60,7 +64,25 @@ def need_bpf() -> None:
     import pytest
     if os.geteuid() != 0:
         pytest.skip("needs root to load BPF programs")
+    need_bcc()
+
+
+def need_bcc(module: bool = False) -> None:
+    """Skip (saying why) when bcc is not importable; with module=True, called at module level,
+    the whole test module."""
+    import pytest
     try:
         import bcc  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"bcc is not importable ({e}): apt-get install python3-bpfcc")
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"bcc is not importable ({e}): apt-get install python3-bpfcc",
+                    allow_module_level=module)
+
+
+def events_until_exit(mev: MemEvents, root: Cgroup, where: Cgroup, proc: Exec,
+                      **collect_kw: float) -> list[MemEvent]:
+    """Move the held process proc into `where` and let it go; the events of root's subtree,
+    watched until proc exits (collect_kw: collect's timing)."""
+    where.move(proc.pid)
+    with watching(mev, root):
+        proc.go()
+        return collect(mev, lambda: proc.proc.poll() is not None, **collect_kw)

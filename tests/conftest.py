@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentshim.cgroups import Cgroup, Layout, detect_layout
+from agentshim.cgroups import Cgroup, ContainerTree, Layout, TreeBudget, detect_layout
 
 TEST_PARENT = "agentshim.test"
 REPO = Path(__file__).resolve().parent.parent
@@ -211,3 +211,14 @@ def make_test_cgroup(layout: Layout, name: str) -> Cgroup:
     cg = parent.child(name)
     cg.create()
     return cg
+
+
+def agent_tree(scratch: Cgroup, workload: Callable[..., Workload],
+               budget: TreeBudget) -> tuple[ContainerTree, Workload]:
+    """A container as agentshim makes it: an agent process (a counting workload) in scratch,
+    then the tree built over it with `budget` (which moves the agent into framework/)."""
+    agent = workload("count", "/dev/null")
+    scratch.move(agent.pid)
+    tree = ContainerTree(scratch)
+    tree.build(budget)
+    return tree, agent

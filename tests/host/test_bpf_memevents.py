@@ -18,15 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agentshim.cgroups import MemoryLimits
-
-try:
-    import bcc  # noqa: F401
-except ImportError as e:  # pragma: no cover - depends on the machine
-    pytest.skip(f"bcc is not importable ({e}): apt-get install python3-bpfcc",
-                allow_module_level=True)
-
-from agentshim.bpf import (  # noqa: E402
+from agentshim.bpf import (
     EVENT_TYPES,
     BpfCompileError,
     BpfUnavailable,
@@ -35,8 +27,11 @@ from agentshim.bpf import (  # noqa: E402
     detect_hook_points,
     plan_description,
 )
-from agentshim.bpf import loader as loader_mod  # noqa: E402
-from tests.bpf_support import MB, collect, container, of, watching  # noqa: E402
+from agentshim.bpf import loader as loader_mod
+from agentshim.cgroups import MemoryLimits
+from tests.bpf_support import MB, collect, container, events_until_exit, need_bcc, of, watching
+
+need_bcc(module=True)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,10 +195,7 @@ def test_unwatched_sibling_produces_no_events(hybrid, scratch, mev, execs):
     other = container(scratch, "other")
     call = other.create_call(1, MemoryLimits(max=64 * MB))
     hog = execs("alloc", "--mb", "300", "--step-mb", "8")
-    call.move(hog.pid)
-    with watching(mev, watched.root):
-        hog.go()
-        events = collect(mev, lambda: hog.proc.poll() is not None)
+    events = events_until_exit(mev, watched.root, call, hog)
     assert hog.proc.returncode == -9  # the sibling really hit its limit and was killed
     assert call.memory_events().oom_kill >= 1
     assert events == [], f"events from an unwatched cgroup: {events}"
@@ -259,10 +251,7 @@ def test_perf_buffer_fallback_delivers_the_same_events(hybrid, scratch, execs):
         tree = container(scratch)
         call = tree.create_call(1, MemoryLimits())
         p = execs("alloc", "--mb", "1")
-        call.move(p.pid)
-        with watching(m, tree.root):
-            p.go()
-            events = collect(m, lambda: p.proc.poll() is not None)
+        events = events_until_exit(m, tree.root, call, p)
     assert [(e.type, e.pid, e.cgroup_id) for e in events] == [
         (EventType.EXEC, p.pid, call.id), (EventType.EXIT, p.pid, call.id)]
     assert m.lost == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, MemoryLimits, TreeBudget
-from tests.conftest import progress, wait_counting
+from tests.conftest import agent_tree, progress, wait_counting
 
 MB = 1 << 20
 
@@ -37,10 +37,7 @@ def test_tree_build_moves_container_processes_into_framework(hybrid, scratch, wo
 
 
 def test_call_over_its_limit_fails_charges_and_is_oom_killed_alone(hybrid, scratch, workload):
-    agent = workload("count", "/dev/null")
-    scratch.move(agent.pid)
-    tree = ContainerTree(scratch)
-    tree.build(TreeBudget(total=1024 * MB))
+    tree, agent = agent_tree(scratch, workload, TreeBudget(total=1024 * MB))
     hog = workload("alloc", "--mb", "300", "--step-mb", "8")
     call = tree.create_call(1, MemoryLimits(max=64 * MB), pid=hog.pid)
     assert in_cgroup(hog.pid, call)
@@ -98,10 +95,7 @@ def test_freeze_stops_progress_and_thaw_resumes(hybrid, scratch, workload, tmp_p
 
 
 def test_kill_ends_only_the_calls_processes(hybrid, scratch, workload):
-    agent = workload("count", "/dev/null")
-    scratch.move(agent.pid)
-    tree = ContainerTree(scratch)
-    tree.build(TreeBudget())
+    tree, agent = agent_tree(scratch, workload, TreeBudget())
     calls = [workload("count", "/dev/null") for _ in range(3)]
     call = tree.create_call(4, MemoryLimits())
     for w in calls:
@@ -114,10 +108,7 @@ def test_kill_ends_only_the_calls_processes(hybrid, scratch, workload):
 
 
 def test_destroy_leaves_nothing_and_gives_processes_back(hybrid, scratch, workload):
-    agent = workload("count", "/dev/null")
-    scratch.move(agent.pid)
-    tree = ContainerTree(scratch)
-    tree.build(TreeBudget(total=256 * MB))
+    tree, agent = agent_tree(scratch, workload, TreeBudget(total=256 * MB))
     straggler = workload("count", "/dev/null")
     call = tree.create_call(5, MemoryLimits(high=64 * MB), pid=straggler.pid)
     tree.destroy()

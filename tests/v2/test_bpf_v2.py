@@ -18,30 +18,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from agentshim.bpf import EVENT_TYPES, EventType, MemEvent, MemEvents, detect_hook_points
+from agentshim.bpf.loader import TAIL
 from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, parse_flat_keyed
+from tests import bpf_support
+from tests.bpf_support import MB, container, events_until_exit, need_bcc, of, watching
 
 pytestmark = pytest.mark.v2
-
-try:
-    import bcc  # noqa: F401
-except ImportError as e:  # pragma: no cover - depends on the machine
-    pytest.skip(f"bcc is not importable ({e}): apt-get install python3-bpfcc",
-                allow_module_level=True)
-
-from agentshim.bpf import (  # noqa: E402
-    EVENT_TYPES,
-    EventType,
-    MemEvent,
-    MemEvents,
-    detect_hook_points,
-)
-from agentshim.bpf.loader import TAIL  # noqa: E402
-from tests import bpf_support  # noqa: E402
-from tests.bpf_support import MB, container, of, watching  # noqa: E402
+need_bcc(module=True)
 
 # emulation is slow: wait longer, poll less often
-collect = functools.partial(bpf_support.collect, timeout_s=90.0, settle_s=0.5,
-                            poll_ms=100)
+SLOW = {"timeout_s": 90.0, "settle_s": 0.5, "poll_ms": 100}
+collect = functools.partial(bpf_support.collect, **SLOW)
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +133,7 @@ def test_charge_is_aggregated(v2, scratch, mev, execs):
     tree = container(scratch)
     call, sub = nested_call(tree, 3, MemoryLimits())
     hog = execs("alloc", "--mb", "100", "--step-mb", "4")
-    sub.move(hog.pid)
-    with watching(mev, tree.root):
-        hog.go()
-        events = collect(mev, lambda: hog.proc.poll() is not None)
+    events = events_until_exit(mev, tree.root, sub, hog, **SLOW)
     charges = of(events, EventType.CHARGE, sub.id)
     assert sum(e.value for e in charges) >= 100 * MB
     assert sum(e.count for e in charges) > 5 * len(charges)
@@ -159,10 +144,7 @@ def test_unwatched_sibling_produces_no_events(v2, scratch, mev, execs):
     other = container(scratch, "other")
     call, sub = nested_call(other, 1, MemoryLimits(max=64 * MB))
     hog = execs("alloc", "--mb", "300", "--step-mb", "8")
-    sub.move(hog.pid)
-    with watching(mev, watched.root):
-        hog.go()
-        events = collect(mev, lambda: hog.proc.poll() is not None)
+    events = events_until_exit(mev, watched.root, sub, hog, **SLOW)
     assert hog.proc.returncode == -9
     assert events == [], f"events from an unwatched cgroup: {events}"
 
@@ -190,10 +172,7 @@ def test_oom_falls_back_to_the_memcg_oom_kprobe(v2, scratch, execs):
         tree = container(scratch)
         call, sub = nested_call(tree, 1, MemoryLimits(max=64 * MB))
         hog = execs("alloc", "--mb", "300", "--step-mb", "8")
-        sub.move(hog.pid)
-        with watching(m, tree.root):
-            hog.go()
-            events = collect(m, lambda: hog.proc.poll() is not None)
+        events = events_until_exit(m, tree.root, sub, hog, **SLOW)
     assert hog.proc.returncode == -9
     oom = of(events, EventType.OOM, sub.id)
     assert oom and oom[0].pid == hog.pid  # the task that invoked the memcg OOM killer

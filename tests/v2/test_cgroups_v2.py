@@ -7,17 +7,15 @@ import time
 import pytest
 
 from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget
-from tests.conftest import progress, wait_counting
+from tests.conftest import agent_tree, progress, wait_counting
 
 pytestmark = pytest.mark.v2
 MB = 1 << 20
 
 
 def test_tree_obeys_no_internal_process_rule(v2, scratch, workload):
-    agent = workload("count", "/dev/null")
-    scratch.move(agent.pid)
-    tree = ContainerTree(scratch)
-    tree.build(TreeBudget(total=512 * MB, framework_low=64 * MB, tools_high=256 * MB))
+    tree, agent = agent_tree(scratch, workload,
+                             TreeBudget(total=512 * MB, framework_low=64 * MB, tools_high=256 * MB))
     assert Cgroup.of_pid(v2, agent.pid).dirs == tree.framework.dirs
     assert "memory" in scratch.read("unified", "cgroup.subtree_control").split()
     assert "memory" in tree.tools.read("unified", "cgroup.subtree_control").split()
@@ -43,10 +41,7 @@ def test_memory_high_throttles_and_is_counted(v2, scratch, workload):
 
 
 def test_memory_max_oom_kill_is_only_in_the_call(v2, scratch, workload):
-    agent = workload("count", "/dev/null")
-    scratch.move(agent.pid)
-    tree = ContainerTree(scratch)
-    tree.build(TreeBudget(total=1024 * MB))
+    tree, agent = agent_tree(scratch, workload, TreeBudget(total=1024 * MB))
     hog = workload("alloc", "--mb", "300", "--step-mb", "8")
     call = tree.create_call(2, MemoryLimits(max=64 * MB), pid=hog.pid)
     hog.go()
