@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,9 @@ BUILD_IMAGE = REPO / "tests" / "images" / "build-test-image.sh"
 AGENTSHIM = Path(sys.executable).parent / "agentshim"
 SHIM = Path(sys.executable).parent / "agentshim-runtime"
 MB = 1 << 20
+#: podman's (and so conmon's) working directory: on cgroup v1 conmon writes a file named "oom"
+#: into it whenever anything below a container waits at a memory limit
+PODMAN_CWD = Path(tempfile.gettempdir())
 
 
 @dataclass
@@ -47,7 +51,7 @@ class Podman:
                  ) -> subprocess.CompletedProcess:
         """Run podman; with check=True a failure raises with podman's stderr in the message."""
         r = subprocess.run([*self.base, *args], capture_output=True, text=text, input=input,
-                           timeout=timeout)
+                           timeout=timeout, cwd=PODMAN_CWD)
         if check and r.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed ({r.returncode}): {r.stderr}")
         return r

@@ -191,8 +191,10 @@ class PodmanTenant(Tenant):
     def podman(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run podman (with the replay's hooks directory when there is one)."""
         pre = ["--hooks-dir", str(self.service.hooks_dir)] if self.service else []
+        # cwd: conmon inherits it and, on cgroup v1, writes a file named "oom" there whenever
+        # anything below the container waits at a limit (a tool call at its budget)
         return subprocess.run(["podman", *pre, *args], capture_output=True, text=True,
-                              check=False, timeout=timeout)
+                              check=False, timeout=timeout, cwd=self.spec.out)
 
     def start(self) -> None:
         """podman run -d; the tenant waits for /replay/go."""

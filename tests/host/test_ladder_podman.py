@@ -13,7 +13,14 @@ import pytest
 from agentshim.cgroups import MemoryLimits, detect_layout
 from tests.conftest import make_test_cgroup, remove_when_released
 from tests.daemon_support import wait_for
-from tests.podman_support import MB, PY_IMAGE, Container, agentshim_fixture, run_container
+from tests.podman_support import (
+    MB,
+    PODMAN_CWD,
+    PY_IMAGE,
+    Container,
+    agentshim_fixture,
+    run_container,
+)
 
 HOST_MB = 800
 POLICY = "priority: {p};memory:;  total: 2G;  tool_default: 1G;freeze_timeout: 60s"
@@ -55,7 +62,7 @@ def exec_alloc(c, mb: int, pause: float, mode: str) -> subprocess.Popen:
     """podman exec -i NAME bash -c 'python3 -c ALLOC ...', running in the background."""
     script = f"python3 -c \"$ALLOC\" {mb} {pause} {mode}"
     return subprocess.Popen([*c.podman.base, "exec", "-i", "-e", f"ALLOC={ALLOC}", c.name,
-                             "bash", "-c", script], stdin=subprocess.PIPE,
+                             "bash", "-c", script], stdin=subprocess.PIPE, cwd=PODMAN_CWD,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
