@@ -31,6 +31,7 @@ from agentshim import paths
 from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused
 from agentshim.cgroups import detect_layout
 from agentshim.enforce.enforcer import Enforcer
+from agentshim.enforce.eventlog import read_jsonl
 from agentshim.policy import PolicyInvalid
 from agentshim.protocol import ProtocolError, decode, encode, peer_cred, read_line
 
@@ -255,11 +256,7 @@ class Daemon:
 
 def summarize(calls_file: Path, cid: str) -> dict[str, Any]:
     """Per-container summary from its call records."""
-    recs = []
-    with contextlib.suppress(FileNotFoundError):
-        for line in calls_file.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                recs.append(json.loads(line))
+    recs = read_jsonl(calls_file)
     by_cat: dict[str, dict[str, Any]] = {}
     for r in recs:
         c = by_cat.setdefault(r.get("category", "other"), {"calls": 0, "peak_bytes": 0})

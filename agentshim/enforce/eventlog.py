@@ -37,18 +37,19 @@ class EventLog:
         return ev
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed event line of a log (a torn last line is skipped)."""
-    out = []
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed JSON object line of a JSON-lines file (event logs, call records): a
+    torn line is skipped, a missing or unreadable file gives []."""
+    out: list[dict[str, Any]] = []
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except OSError:
         return out
     for line in text.splitlines():
         try:
-            ev = json.loads(line)
+            obj = json.loads(line)
         except ValueError:
             continue
-        if isinstance(ev, dict):
-            out.append(ev)
+        if isinstance(obj, dict):
+            out.append(obj)
     return out

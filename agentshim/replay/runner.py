@@ -4,7 +4,6 @@ host cgroup with fresh tenants; metrics collected, everything removed (docs/repl
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentshim.cgroups import detect_layout
+from agentshim.enforce.eventlog import read_jsonl
 from agentshim.replay import image as replay_image
 from agentshim.replay.convert import to_schedule
 from agentshim.replay.hostcg import HostCgroup
@@ -262,7 +262,7 @@ class Replay:
                      elapsed: float) -> str:
         calls = killed = 0
         for t in tenants:
-            for e in _jsonl(t.spec.out / "tenant.jsonl"):
+            for e in read_jsonl(t.spec.out / "tenant.jsonl"):
                 if e.get("event") == "call" and e.get("kind") == "bash":
                     calls += 1
                     killed += e.get("exit") == 137
@@ -280,7 +280,7 @@ class Replay:
         spec = t.spec
         lat: list[float] = []
         for f in sorted((spec.out / "lat").glob("*.jsonl")):
-            for line in _jsonl(f):
+            for line in read_jsonl(f):
                 lat.extend(float(x) for x in line.get("lat_ms", []))
         records = events = []
         if self.service is not None and spec.policy_yaml is not None:
@@ -291,7 +291,7 @@ class Replay:
         return TenantOutcome(
             index=t.index, name=spec.schedule.name, priority=priority_of(t.index),
             nominal_s=spec.schedule.duration, exit_code=t.poll(),
-            log=_jsonl(spec.out / "tenant.jsonl"), latencies_ms=lat, records=records,
+            log=read_jsonl(spec.out / "tenant.jsonl"), latencies_ms=lat, records=records,
             events=events, psi_stall_s=seen.stall_s if seen else 0.0,
             container_peak_bytes=seen.peak_bytes if seen else 0,
             demand_peak_bytes=spec.schedule.peak_bytes, static_limit=spec.static_limit,
@@ -335,17 +335,6 @@ class Replay:
                   "cgroups": self.layout.mode}
         return ReplayResult(config=config, tenants=info, policies=policies, series=series,
                             host_bytes=self.host_bytes)
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    out.append(obj)
-    return out
 
 
 def run_replay(config: ReplayConfig, progress: Progress = print) -> ReplayResult:

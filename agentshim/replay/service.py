@@ -17,6 +17,7 @@ from typing import Any
 
 from agentshim import paths
 from agentshim.cgroups import Cgroup
+from agentshim.enforce.eventlog import read_jsonl
 from agentshim.protocol import DaemonUnavailable, request
 
 PKG_PARENT = Path(__file__).resolve().parents[2]
@@ -136,23 +137,13 @@ class PrivateAgentshim:
         with contextlib.suppress(DaemonUnavailable):
             self.request({"op": "unregister", "id": cid})
 
-    def _jsonl(self, path: Path) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        with contextlib.suppress(OSError):
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    obj = json.loads(line)
-                    if isinstance(obj, dict):
-                        out.append(obj)
-        return out
-
     def records(self, cid: str) -> list[dict[str, Any]]:
         """Call records of a container (docs/events.md)."""
-        return self._jsonl(self.state_dir / "calls" / f"{cid}.jsonl")
+        return read_jsonl(self.state_dir / "calls" / f"{cid}.jsonl")
 
     def events(self, cid: str) -> list[dict[str, Any]]:
         """Event log of a container (docs/events.md); empty until the ladder writes one."""
-        return self._jsonl(self.state_dir / "events" / f"{cid}.jsonl")
+        return read_jsonl(self.state_dir / "events" / f"{cid}.jsonl")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop agentshimd (SIGTERM, then SIGKILL)."""
