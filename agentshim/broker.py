@@ -59,6 +59,15 @@ class ActiveCall:
     at_budget_since: float | None = None  # monotonic; reset when a daemon adopts the call
     commands: list[str] = field(default_factory=list)
 
+    def settle_frozen(self, now: float) -> float:
+        """End a frozen stretch (if any) at wall time `now`: add it to frozen_s; its length."""
+        if self.frozen_since is None:
+            return 0.0
+        stretch = max(0.0, now - self.frozen_since)
+        self.frozen_s += stretch
+        self.frozen_since = None
+        return stretch
+
 
 @dataclass
 class ManagedContainer:
@@ -72,6 +81,8 @@ class ManagedContainer:
     next_seq: int = 1
     calls: dict[int, ActiveCall] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    #: its ContainerTree, made on first use (Broker.tree); never persisted
+    tree: ContainerTree | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The persisted form (state_dir/containers/ID.json)."""
@@ -113,7 +124,6 @@ class Broker:
         (state_dir / "containers").mkdir(parents=True, exist_ok=True)
         (state_dir / "calls").mkdir(parents=True, exist_ok=True)
         self._policies: dict[str, pol.Policy] = {}
-        self._trees: dict[str, ContainerTree] = {}
         self.events = EventLog(state_dir)
         #: the last records written, for an end report that arrives after the reaper's
         self._recent: dict[tuple[str, int], dict[str, Any]] = {}
@@ -123,11 +133,10 @@ class Broker:
     # --- helpers ----------------------------------------------------------------------------
     def tree(self, ctr: ManagedContainer) -> ContainerTree:
         """The container's cgroup tree (built once per container)."""
-        t = self._trees.get(ctr.id)
-        if t is None or t.root.dirs != {k: Path(v) for k, v in ctr.cgroup.items()}:
-            t = ContainerTree(Cgroup(self.layout, {k: Path(v) for k, v in ctr.cgroup.items()}))
-            self._trees[ctr.id] = t
-        return t
+        if ctr.tree is None:
+            ctr.tree = ContainerTree(Cgroup(self.layout,
+                                            {k: Path(v) for k, v in ctr.cgroup.items()}))
+        return ctr.tree
 
     def policy(self, ctr: ManagedContainer) -> pol.Policy:
         """The container's policy (parsed once)."""
@@ -148,7 +157,6 @@ class Broker:
         """Drop the persisted state of a container."""
         (self.state_dir / "containers" / f"{ctr.id}.json").unlink(missing_ok=True)
         self._policies.pop(ctr.id, None)
-        self._trees.pop(ctr.id, None)
 
     def load_all(self) -> list[ManagedContainer]:
         """Containers persisted by an earlier daemon."""
@@ -240,11 +248,9 @@ class Broker:
         answered the wrapper)."""
         cg = self.tree(ctr).call(call.seq)
         cg.wait_empty(timeout_s=1.0)
+        call.settle_frozen(time.time())
         if self.enforcer is not None:
-            self.enforcer.call_finishing(ctr, call)
-        elif call.frozen_since is not None:
-            call.frozen_s += max(0.0, time.time() - call.frozen_since)
-            call.frozen_since = None
+            self.enforcer.call_finished(ctr, call)
         rec: dict[str, Any] = {
             "container": ctr.id, "call": call.seq, "command": call.command,
             "category": call.category, "cwd": call.cwd, "intent": call.intent,

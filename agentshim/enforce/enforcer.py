@@ -277,11 +277,8 @@ class Enforcer:
                 self.waker.add(open_kernfs(cg.dir_for("memory") / "memory.events"), tag,
                                "kernfs")
 
-    def call_finishing(self, ctr: ManagedContainer, call: ActiveCall) -> None:
-        """A call's record is about to be written: settle its frozen time, stop watching it."""
-        if call.frozen_since is not None:
-            call.frozen_s += max(0.0, time.time() - call.frozen_since)
-            call.frozen_since = None
+    def call_finished(self, ctr: ManagedContainer, call: ActiveCall) -> None:
+        """A call's record is about to be written: stop watching it."""
         self._forget_call(ctr, call)
 
     def _forget_call(self, ctr: ManagedContainer, call: ActiveCall) -> None:
@@ -450,21 +447,15 @@ class Enforcer:
                 log.info("%s call %d frozen: %s", ctr.id[:12], call.seq, a.reason)
             elif a.kind == "thaw" and call.frozen_since is not None:
                 cg.thaw(wait_s=0)
-                frozen = max(0.0, now_w - call.frozen_since)
-                call.frozen_s += frozen
-                call.frozen_since = None
+                frozen = call.settle_frozen(now_w)
                 call.at_budget_since = None
                 self.events.write(ctr.id, "thaw", call.seq, source, reason=a.reason,
                                   frozen_s=round(frozen, 3))
                 log.info("%s call %d thawed after %.1f s", ctr.id[:12], call.seq, frozen)
             elif a.kind == "kill":
                 call.killed = a.reason
-                cg.kill()
-                if call.frozen_since is not None:
-                    call.frozen_s += max(0.0, now_w - call.frozen_since)
-                    call.frozen_since = None
-                    with contextlib.suppress(CgroupError):
-                        cg.thaw(wait_s=0)
+                cg.kill()  # (thaws a v1 freezer that holds the call, so the kill lands)
+                call.settle_frozen(now_w)
                 self.events.write(ctr.id, "kill", call.seq, source, reason=a.reason,
                                   priority=call.priority, usage_bytes=usage)
                 log.info("%s call %d killed: %s", ctr.id[:12], call.seq, a.reason)
