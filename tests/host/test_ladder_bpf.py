@@ -17,7 +17,7 @@ from tests.daemon_support import end_call, register, start_call, start_daemon, w
 
 
 @pytest.fixture
-def bpf_daemon(tmp_path, layout):
+def bpf_daemon(tmp_path):
     need_bpf()
     d = start_daemon(tmp_path, bpf=True)
     st = d.wait_bpf()
@@ -40,8 +40,7 @@ def prog_exists(prog_id: int) -> bool:
     return r.returncode == 0
 
 
-def test_exec_events_name_the_commands_of_a_call_even_in_nested_cgroups(bpf_daemon, scratch,
-                                                                        layout):
+def test_exec_events_name_the_commands_of_a_call_even_in_nested_cgroups(bpf_daemon, scratch):
     tree, sock = register(bpf_daemon, scratch.child("ctr"), "b1",
                           "memory: {total: 1G, tool_default: 256M}\n")
     outsider = scratch.child("unmanaged")
