@@ -13,12 +13,13 @@ poststop teardown is one function, `teardown`, shared with agentshim-runtime's `
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentshim import paths
@@ -37,35 +38,53 @@ class HookError(Exception):
     """A hook refuses the container; the message is shown by podman."""
 
 
-def resolve_in_rootfs(rootfs: Path, path: str, max_links: int = 40) -> str | None:
-    """Resolve `path` as the container would see it (symlinks relative to rootfs).
-    Returns the container path of the final regular file, or None."""
-    parts = list(PurePosixPath(path).parts[1:])
-    cur = PurePosixPath("/")
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            cur = cur.parent
-            continue
-        nxt = cur / name
-        host = rootfs / str(nxt).lstrip("/")
-        if host.is_symlink():
-            links += 1
-            if links > max_links:
-                return None
-            target = PurePosixPath(os.readlink(host))
-            if target.is_absolute():
-                cur = PurePosixPath("/")
-                parts = list(target.parts[1:]) + parts
-            else:
-                parts = list(target.parts) + parts
-            continue
-        cur = nxt
-    host = rootfs / str(cur).lstrip("/")
-    return str(cur) if host.is_file() else None
+def find_bash(root: Path, mounts: list[Any]) -> tuple[Path | None, list[str], str]:
+    """The image's bash for the wrapper to stand in front of: (the root-owned copy to bind at
+    the side path, the container paths to cover with the wrapper, a warning or "").
+
+    Each of BASH_PATHS is resolved inside the rootfs from directory fds (agentshim.rootfs), so
+    no symlink in the image can name a host file; a bash reached through a mount destination
+    (a volume: its content is not the image's) is left alone. What is bound is a copy in
+    <state>/bash/<sha256>, never a path in the rootfs."""
+    from agentshim import rootfs
+
+    destinations = [str(m.get("destination", "")) for m in mounts
+                    if isinstance(m, dict) and m.get("destination")]
+    try:
+        root_fd = rootfs.open_rootfs(root)
+    except OSError as e:
+        return None, [], f"cannot open the rootfs {root}: {e.strerror}"
+    targets: list[str] = []
+    copy: Path | None = None
+    notes: list[str] = []
+    try:
+        for p in BASH_PATHS:
+            try:
+                found = rootfs.resolve(root_fd, p)
+            except rootfs.RootfsError as e:
+                if e.errno != errno.ENOENT:
+                    notes.append(f"{p}: {e}")
+                continue
+            try:
+                mount = rootfs.covered_by(found.visited, destinations)
+                if mount is not None:
+                    notes.append(f"{p} leads through the mount at {mount}; not wrapped")
+                    continue
+                if copy is None:
+                    try:
+                        copy = rootfs.copy_to_store(found.fd, paths.state_dir() / "bash")
+                    except (rootfs.RootfsError, OSError) as e:
+                        notes.append(f"cannot copy {found.path}: {e}")
+                        continue
+                if found.path not in targets:
+                    targets.append(found.path)
+            finally:
+                os.close(found.fd)
+    finally:
+        os.close(root_fd)
+    if copy is None or not targets:
+        return None, [], "; ".join(notes) or "the image has no bash"
+    return copy, targets, "; ".join(notes)
 
 
 def refusals_log() -> Path:
@@ -164,17 +183,20 @@ def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str,
     mounts = config.setdefault("mounts", [])
     mounts.append({"destination": paths.CONTAINER_RUN_DIR, "type": "bind",
                    "source": str(slot_dir), "options": ["bind", "rw", "nosuid", "nodev"]})
-    targets = sorted({t for p in BASH_PATHS if (t := resolve_in_rootfs(root, p))})
     wrapper = paths.wrapper_binary()
-    if targets and wrapper.exists():
+    copy, targets, note = find_bash(root, mounts)
+    if copy is not None and wrapper.exists():
         (slot_dir / "bash.real").touch()
         mounts.append({"destination": paths.CONTAINER_REAL_BASH, "type": "bind",
-                       "source": str(root / targets[0].lstrip("/")), "options": ["bind", "ro"]})
+                       "source": str(copy), "options": ["bind", "ro", "nosuid", "nodev"]})
         for t in targets:
             mounts.append({"destination": t, "type": "bind", "source": str(wrapper),
                            "options": ["bind", "ro"]})
-    elif not wrapper.exists():
+    if not wrapper.exists():
         print(f"agentshim: wrapper {wrapper} missing; tool calls will not be managed",
+              file=sys.stderr)
+    elif note:
+        print(f"agentshim: {note}" + ("" if copy else "; tool calls will not be managed"),
               file=sys.stderr)
     env = config.setdefault("process", {}).setdefault("env", [])
     env[:] = [e for e in env if not e.startswith(("AGENTSHIM_SOCKET=", "AGENTSHIM_REAL_BASH="))]

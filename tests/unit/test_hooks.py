@@ -43,7 +43,8 @@ def test_edit_config_mounts_wrapper_over_the_resolved_bash(private, bundle):
     dests = {m["destination"]: m["source"] for m in out["mounts"]}
     assert dests["/run/agentshim"] == str(paths.slots_dir() / slot)
     assert dests["/usr/bin/bash"] == str(private / "agentshim-bash")
-    assert dests["/run/agentshim/bash.real"] == str(bundle / "rootfs" / "usr" / "bin" / "bash")
+    real = Path(dests["/run/agentshim/bash.real"])  # a root-owned copy, never the rootfs path
+    assert real.parent == paths.state_dir() / "bash" and real.read_text() == "bash"
     assert "/bin/bash" not in dests  # /bin/bash is the same file (symlinked directory)
     assert out["process"]["env"] == ["PATH=/usr/bin", "AGENTSHIM_SOCKET=/run/agentshim/broker.sock",
                                      "AGENTSHIM_REAL_BASH=/run/agentshim/bash.real"]
@@ -104,14 +105,15 @@ def test_read_state_tolerates_bundle_path():
     assert st["bundle"] == "/b"
 
 
-def test_resolve_in_rootfs_follows_links_inside_the_rootfs(tmp_path):
-    root = tmp_path / "r"
-    (root / "usr" / "bin").mkdir(parents=True)
-    (root / "usr" / "bin" / "bash").write_text("")
-    (root / "bin").symlink_to("/usr/bin")  # absolute: resolved inside the rootfs, not the host
-    (root / "usr" / "bin" / "sh").symlink_to("../../bin/bash")
-    assert hooks.resolve_in_rootfs(root, "/bin/bash") == "/usr/bin/bash"
-    assert hooks.resolve_in_rootfs(root, "/usr/bin/sh") == "/usr/bin/bash"
-    assert hooks.resolve_in_rootfs(root, "/bin/zsh") is None
-    (root / "loop").symlink_to("loop")
-    assert hooks.resolve_in_rootfs(root, "/loop") is None
+def test_a_bash_reached_through_a_volume_is_not_wrapped(private, bundle):
+    root = bundle / "rootfs"
+    (root / "usr" / "bin" / "bash").unlink()
+    (root / "data").mkdir()
+    (root / "data" / "bash").write_text("bash")
+    (root / "usr" / "bin" / "bash").symlink_to("/data/bash")
+    cfg = config()
+    cfg["mounts"] = [{"destination": "/data", "type": "bind", "source": "/host/dir"}]
+    out = hooks.edit_config(cfg, bundle=bundle)
+    dests = {m["destination"] for m in out["mounts"]}
+    assert "/run/agentshim/bash.real" not in dests and "/data/bash" not in dests
+    assert "/run/agentshim" in dests  # still managed as a container; its bash is not wrapped
