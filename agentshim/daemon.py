@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agentshim import paths
+from agentshim.acceptor import Acceptor, ByteBudget
 from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused
 from agentshim.cgroups import detect_layout
 from agentshim.enforce.enforcer import Enforcer
@@ -67,6 +68,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self._lockfile: Any = None
+        self.acceptor = Acceptor(self._handle, _refuse)
 
     # --- lifetime ---------------------------------------------------------------------------
     def acquire_singleton(self) -> None:
@@ -85,12 +87,13 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT."""
         self.acquire_singleton()
+        raise_fd_limit()
+        self.acceptor.start()
         self.enforcer.start()
         for ctr in self.broker.load_all():
             self._adopt(ctr)
         ctl = listen(paths.control_socket(), 0o600)
-        threading.Thread(target=self._accept_loop, args=(ctl, None), daemon=True,
-                         name="control").start()
+        self.acceptor.add(ctl, None)
         threading.Thread(target=self._reaper, daemon=True, name="reaper").start()
         log.info("agentshimd %d ready: control %s, %d container(s) adopted, cgroups %s",
                  os.getpid(), paths.control_socket(), len(self.containers), self.layout.mode)
@@ -99,11 +102,12 @@ class Daemon:
         while not self.stopping.wait(0.5):
             pass
         log.info("agentshimd stopping (state kept in %s)", self.state_dir)
-        ctl.close()
+        self.acceptor.remove(ctl)
         with contextlib.suppress(FileNotFoundError):
             paths.control_socket().unlink()
         for s in list(self.sockets.values()):
-            s.close()
+            self.acceptor.remove(s)
+        self.acceptor.stop()
         self.enforcer.stop()
         return 0
 
@@ -127,25 +131,16 @@ class Daemon:
             self.containers[ctr.id] = ctr
             self.sockets[ctr.id] = s
         if old is not None:
-            old.close()
-        threading.Thread(target=self._accept_loop, args=(s, ctr.id), daemon=True,
-                         name=f"broker-{ctr.id[:12]}").start()
+            self.acceptor.remove(old)
+        self.acceptor.add(s, ctr.id)
 
     # --- sockets ----------------------------------------------------------------------------
-    def _accept_loop(self, s: socket.socket, container_id: str | None) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = s.accept()
-            except OSError:
-                return  # socket closed
-            threading.Thread(target=self._handle, args=(conn, container_id),
-                             daemon=True).start()
-
-    def _handle(self, conn: socket.socket, container_id: str | None) -> None:
+    def _handle(self, conn: socket.socket, container_id: str | None,
+                budget: ByteBudget) -> None:
         with conn:
             try:
                 pid, uid, _gid = peer_cred(conn)
-                req = decode(read_line(conn, REQUEST_TIMEOUT_S))
+                req = decode(read_line(conn, REQUEST_TIMEOUT_S, budget=budget))
                 if container_id is None:
                     reply = self._control(uid, req)
                 else:
@@ -191,8 +186,10 @@ class Daemon:
             return self._unregister(str(req.get("id", "")))
         if op == "status":
             with self.lock:
+                accepting = self.acceptor.status()
                 return {"ok": True, "pid": os.getpid(), "cgroups": self.layout.mode,
-                        "enforcer": self.enforcer.status(), "containers": [
+                        "enforcer": self.enforcer.status(), "accepting": accepting,
+                        "warnings": status_warnings(accepting), "containers": [
                     {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
                      "frozen_calls": sum(1 for x in c.calls.values()
                                          if x.frozen_since is not None),
@@ -224,7 +221,8 @@ class Daemon:
             ctr = self.containers.pop(cid, None)
             s = self.sockets.pop(cid, None)
         if s is not None:
-            s.close()
+            self.acceptor.remove(s)
+        self.acceptor.forget(cid)
         if ctr is None:
             return {"ok": True, "summary": None}
         self.enforcer.remove_container(ctr)
@@ -252,6 +250,39 @@ class Daemon:
                         log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
                 except Exception:
                     log.exception("reaper failed for %s", ctr.id[:12])
+
+
+def _refuse(conn: socket.socket, reason: str) -> None:
+    """Answer a connection the acceptor will not serve (the wrapper runs the call unmanaged
+    and says why)."""
+    conn.settimeout(0.2)
+    with contextlib.suppress(OSError):
+        conn.sendall(encode({"ok": False, "error": reason}))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every connection is an fd); returns it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def status_warnings(accepting: dict[str, Any]) -> list[str]:
+    """What an operator should know from the acceptor's counters (status is not just ok)."""
+    out = []
+    if not accepting.get("alive"):
+        out.append("the accept thread is not running: tool calls run unmanaged")
+    if accepting.get("exhausted"):
+        out.append(f"{accepting['exhausted']} connection(s) shed for lack of file descriptors "
+                   f"({accepting.get('last_error')})")
+    if accepting.get("refused"):
+        out.append(f"{accepting['refused']} connection(s) refused over a container's cap")
+    return out
 
 
 def summarize(calls_file: Path, cid: str) -> dict[str, Any]:

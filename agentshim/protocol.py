@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 MAX_MESSAGE = 4 << 20  # Claude Code scripts can be long; anything beyond this is refused
 
@@ -24,31 +24,54 @@ class DaemonUnavailable(Exception):
     """agentshimd could not be reached (no socket, refused, or no answer in time)."""
 
 
-def read_line(sock: socket.socket, timeout_s: float) -> bytes:
-    """Read bytes up to the first newline, within timeout_s and MAX_MESSAGE."""
+class Budget(Protocol):
+    """Bytes several connections share (agentshim.acceptor.ByteBudget)."""
+
+    def take(self, n: int) -> bool: ...
+    def give(self, n: int) -> None: ...
+
+
+def read_line(sock: socket.socket, timeout_s: float, max_bytes: int = MAX_MESSAGE,
+              budget: Budget | None = None) -> bytes:
+    """Read bytes up to the first newline, within timeout_s and max_bytes; with a budget,
+    every byte held is taken from it (and given back on return) so that many connections of
+    one peer cannot hold more than the budget between them."""
     deadline = time.monotonic() + timeout_s
     buf = bytearray()
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ProtocolError("no complete message in time")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError as e:
-            raise ProtocolError("no complete message in time") from e
-        if not chunk:
-            raise ProtocolError("peer closed the connection before a full message")
-        buf += chunk
-        if len(buf) > MAX_MESSAGE:
-            raise ProtocolError(f"message longer than {MAX_MESSAGE} bytes")
-    return bytes(buf[: buf.index(b"\n")])
+    held = 0
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError("no complete message in time")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError as e:
+                raise ProtocolError("no complete message in time") from e
+            except OSError as e:
+                raise ProtocolError(f"receive failed: {e.strerror or e}") from e
+            if not chunk:
+                raise ProtocolError("peer closed the connection before a full message")
+            if budget is not None:
+                if not budget.take(len(chunk)):
+                    raise ProtocolError("too many request bytes pending from this container")
+                held += len(chunk)
+            buf += chunk
+            if len(buf) > max_bytes:
+                raise ProtocolError(f"message longer than {max_bytes} bytes")
+        return bytes(buf[: buf.index(b"\n")])
+    finally:
+        if budget is not None and held:
+            budget.give(held)
 
 
 def decode(line: bytes) -> dict[str, Any]:
     """Parse one message; it must be a JSON object."""
     try:
         obj = json.loads(line.decode("utf-8", errors="replace"))
+    except RecursionError as e:
+        raise ProtocolError("JSON nested too deeply") from e
     except ValueError as e:
         raise ProtocolError(f"not JSON: {e}") from e
     if not isinstance(obj, dict):
@@ -75,12 +98,12 @@ def request(path: Path, obj: dict[str, Any], timeout_s: float = 5.0) -> dict[str
         s.settimeout(timeout_s)
         try:
             s.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError, TimeoutError, PermissionError) as e:
+        except OSError as e:
             raise DaemonUnavailable(f"cannot connect to {path}: {e.strerror or e}") from e
-        s.sendall(encode(obj))
         try:
+            s.sendall(encode(obj))
             return decode(read_line(s, timeout_s))
-        except ProtocolError as e:
+        except (ProtocolError, OSError) as e:
             raise DaemonUnavailable(f"{path}: {e}") from e
     finally:
         s.close()

@@ -105,17 +105,38 @@ class Daemon:
         return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def start_daemon(tmp: Path, bpf: bool = False, extra_env: dict[str, str] | None = None) -> Daemon:
-    """Start agentshimd with private run/state dirs under tmp."""
+def start_daemon(tmp: Path, bpf: bool = False, extra_env: dict[str, str] | None = None,
+                 fd_limit: int | None = None) -> Daemon:
+    """Start agentshimd with private run/state dirs under tmp (with fd_limit: its
+    RLIMIT_NOFILE, soft and hard)."""
     env = dict(os.environ, AGENTSHIM_RUN_DIR=str(tmp / "run"),
                AGENTSHIM_STATE_DIR=str(tmp / "state"), AGENTSHIM_BPF="1" if bpf else "0",
                **(extra_env or {}))
     log = tmp / "daemon.log"
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=env, stderr=f)
+        proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=env, stderr=f,
+                                preexec_fn=None if fd_limit is None else _limit_fds(fd_limit))
     d = Daemon(proc, tmp / "run", tmp / "state", env, log)
     d.wait_ready()
     return d
+
+
+def _limit_fds(n: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return apply
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors pid holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def threads(pid: int) -> int:
+    """How many threads pid runs."""
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
 def register(daemon: Daemon, cg: Cgroup, cid: str, policy: str,
