@@ -57,7 +57,9 @@ def test_start_moves_the_asker_into_its_call_and_end_records(daemon, scratch):
     rec = json.loads((daemon.state / "calls" / "c1.jsonl").read_text().splitlines()[-1])
     assert rec["call"] == 1 and rec["category"] == "test" and rec["end"] == "reported"
     assert rec["peak_bytes"] >= 64 * MB and rec["exit"] == 0
-    assert not any(d.exists() for d in call.dirs.values())
+    # the call's cgroup is removed once the wrapper has its answer, not before
+    support.wait_for(lambda: not any(d.exists() for d in call.dirs.values()),
+                     timeout_s=10, what="the call's cgroup to be removed")
 
 
 def ask_end(sock: Path, cg: Cgroup, call: int, status: int) -> dict:

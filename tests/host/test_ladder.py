@@ -78,7 +78,8 @@ def test_call_over_its_budget_is_throttled_frozen_then_killed_alone(daemon, scra
         assert kinds.index("call_start") < kinds.index("freeze") < kinds.index("kill")
         assert agent.poll() is None, "the framework must survive"
         assert tree.framework.procs() == [agent.pid]
-        assert not tree.call(call.seq).exists()
+        wait_for(lambda: not tree.call(call.seq).exists(), timeout_s=10,
+                 what="the call's cgroup to be removed")
     finally:
         agent.kill()
         agent.wait()
