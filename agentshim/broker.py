@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentshim import policy as pol
 from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, Layout, MemoryLimits
+from agentshim.enforce.admission import PRIORITY_RANK, Admitted, PeakHistory, Waiter, WaitingRoom
 from agentshim.enforce.eventlog import EventLog
-from agentshim.units import format_size
+from agentshim.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from agentshim.enforce.enforcer import Enforcer
@@ -33,6 +34,16 @@ AFTER_REPLY = "_after_reply"
 
 class Refused(Exception):
     """A request that is answered with ok:false and the reason."""
+
+
+class Caller(Protocol):
+    """The wrapper at the other end of a start request, as admission sees it."""
+
+    def hold(self, wait_ms: int) -> None:
+        """Tell the wrapper to wait up to wait_ms for the real answer."""
+
+    def gone(self) -> bool:
+        """True once the wrapper has hung up (its command was interrupted)."""
 
 
 @dataclass
@@ -57,6 +68,9 @@ class ActiveCall:
     frozen_for_budget: bool = False
     freeze_reason: str = ""
     at_budget_since: float | None = None  # monotonic; reset when a daemon adopts the call
+    need: int = 0  # bytes it was expected to need when admitted
+    admission_wait_s: float = 0.0  # how long it waited at start for room
+    admission: str = ""  # why it waited ("" when it did not)
     commands: list[str] = field(default_factory=list)
 
     def settle_frozen(self, now: float) -> float:
@@ -129,6 +143,23 @@ class Broker:
         self._recent: dict[tuple[str, int], dict[str, Any]] = {}
         #: set by agentshimd: told of every call's start and end (the ladder)
         self.enforcer: Enforcer | None = None
+        self.room = WaitingRoom()
+        self.peaks = PeakHistory()
+        self._seed_peaks()
+
+    def _seed_peaks(self, tail_bytes: int = 64 << 10) -> None:
+        """Feed the peak history from the end of this host's call records."""
+        for path in sorted((self.state_dir / "calls").glob("*.jsonl")):
+            try:
+                with path.open("rb") as f:
+                    f.seek(max(0, path.stat().st_size - tail_bytes))
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    rec = json.loads(line)
+                    self.peaks.add(str(rec["category"]), int(rec.get("peak_bytes") or 0))
 
     # --- helpers ----------------------------------------------------------------------------
     def tree(self, ctr: ManagedContainer) -> ContainerTree:
@@ -179,8 +210,10 @@ class Broker:
         return mine
 
     # --- requests ---------------------------------------------------------------------------
-    def start(self, ctr: ManagedContainer, peer_pid: int, req: dict[str, Any]) -> dict[str, Any]:
-        """Handle {"op":"start"}: make tools/call-N and move the peer into it."""
+    def start(self, ctr: ManagedContainer, peer_pid: int, req: dict[str, Any],
+              caller: Caller | None = None) -> dict[str, Any]:
+        """Handle {"op":"start"}: admit the call (it may wait for room first, telling the
+        caller to hold on), make tools/call-N and move the peer into it."""
         mine = self._peer_cgroup(ctr, peer_pid)
         tree = self.tree(ctr)
         if within(mine, tree.tools.primary):
@@ -194,26 +227,60 @@ class Broker:
         g = pol.grant(policy, category, intent)
         if intent.category and policy.category(intent.category) is not None:
             category = intent.category
+        need, need_from = self.peaks.need(category, g.memory, intent.memory)
+        waiter, admitted = self._admit(ctr, g.priority, need, policy.admission_timeout, caller)
+        if admitted.gave_up:
+            raise Refused("the caller went away while its call waited for memory")
         with ctr.lock:
             seq = ctr.next_seq
             ctr.next_seq += 1
             try:
                 tree.create_call(seq, MemoryLimits(high=g.memory), pid=peer_pid)
             except CgroupError as e:
+                self.room.release(waiter)
                 raise Refused(f"cannot create the call's cgroup: {e}") from e
             call = ActiveCall(seq=seq, pid=peer_pid, command=command[:4096],
                               category=category, grant=g.memory, priority=g.priority,
                               start=time.time(), cwd=str(req.get("cwd", ""))[:4096],
-                              intent=str(req.get("intent") or "")[:512])
+                              intent=str(req.get("intent") or "")[:512],
+                              need=need, admission_wait_s=round(admitted.waited_s, 3),
+                              admission=admitted.why if admitted.waited_s or
+                              admitted.timed_out else "")
             ctr.calls[seq] = call
+        self.room.release(waiter)  # from now on its usage and need are counted as a call's
         if self.enforcer is not None:
             self.enforcer.call_started(ctr, call)
         self.events.write(ctr.id, "call_start", seq, "wrapper", command=call.command[:512],
                           category=category, grant_bytes=g.memory, priority=g.priority)
         notes = [*warnings, *g.notes]
+        if call.admission:
+            self.events.write(ctr.id, "admission_wait", seq, "admission",
+                              waited_s=call.admission_wait_s, why=call.admission,
+                              need_bytes=need, need_from=need_from,
+                              timed_out=admitted.timed_out)
+            end = (f"ran after the {format_duration(policy.admission_timeout)} "
+                   "admission_timeout" if admitted.timed_out else "then ran")
+            notes.append(f"agentshim: call {seq} waited {admitted.waited_s:.1f} s for memory "
+                         f"({call.admission}; it expects {format_size(need)} from the "
+                         f"{need_from}), {end}")
         return {"ok": True, "call": seq, "grant": g.memory, "category": category,
                 "priority": g.priority, "notes": "; ".join(notes),
                 AFTER_REPLY: [lambda: self.persist_locked(ctr)]}
+
+    def _admit(self, ctr: ManagedContainer, priority: str, need: int, timeout_s: float,
+               caller: Caller | None) -> tuple[Waiter, Admitted]:
+        """Wait (bounded) until the call fits its container and its host (admission)."""
+        enf = self.enforcer
+        w = Waiter(PRIORITY_RANK.get(priority, 1), time.monotonic(), ctr.id)
+        if enf is None:
+            return w, Admitted()
+        host = w.host = enf.host_name(ctr)
+        members = enf.host_members(host)
+        return w, self.room.admit(
+            w, lambda: enf.rooms_of(ctr), need, timeout_s,
+            shares=lambda o: o.container == ctr.id or o.host == host or o.container in members,
+            gone=caller.gone if caller is not None else (lambda: False),
+            on_wait=lambda t, _why: caller.hold(int(t * 1000) + 2000) if caller else None)
 
     def persist_locked(self, ctr: ManagedContainer) -> None:
         """persist() under the container's lock."""
@@ -260,6 +327,8 @@ class Broker:
         }
         rec.update(freezes=call.freezes, frozen_s=round(call.frozen_s, 3),
                    commands=call.commands)
+        if call.admission:
+            rec.update(admission_wait_s=call.admission_wait_s, admission=call.admission)
         if call.freeze_reason:
             rec["freeze_reason"] = call.freeze_reason
         if call.killed:
@@ -270,6 +339,7 @@ class Broker:
                        throttle_events=ev.high, limit_hits=ev.max, oom_kills=ev.oom_kill)
         except CgroupError as e:
             rec["read_error"] = str(e)
+        self.peaks.add(call.category, int(rec.get("peak_bytes") or 0))
         with contextlib.suppress(CgroupError, ValueError):
             rec["stall_us"] = cg.pressure().some.total_us
         lingering = cg.populated() if cg.exists() else False
@@ -284,6 +354,7 @@ class Broker:
             self._recent[(ctr.id, call.seq)] = rec
             while len(self._recent) > 256:
                 self._recent.pop(next(iter(self._recent)))
+        self.room.wake()
 
         def tidy() -> None:
             self.persist_locked(ctr)

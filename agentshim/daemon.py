@@ -144,7 +144,7 @@ class Daemon:
                 if container_id is None:
                     reply = self._control(uid, req)
                 else:
-                    reply = self._broker_request(container_id, pid, req)
+                    reply = self._broker_request(container_id, pid, req, WaitingCaller(conn))
             except Refused as e:
                 reply = {"ok": False, "error": str(e)}
             except ProtocolError as e:
@@ -161,13 +161,14 @@ class Daemon:
             except Exception:
                 log.exception("work after the reply failed")
 
-    def _broker_request(self, container_id: str, pid: int, req: dict[str, Any]) -> dict[str, Any]:
+    def _broker_request(self, container_id: str, pid: int, req: dict[str, Any],
+                        caller: WaitingCaller) -> dict[str, Any]:
         ctr = self.containers.get(container_id)
         if ctr is None:
             raise Refused("container is not registered")
         op = req.get("op")
         if op == "start":
-            reply = self.broker.start(ctr, pid, req)
+            reply = self.broker.start(ctr, pid, req, caller)
             log.info("%s call %s start: %s", ctr.id[:12], reply.get("call"),
                      reply.get("category"))
             return reply
@@ -189,6 +190,7 @@ class Daemon:
                 accepting = self.acceptor.status()
                 return {"ok": True, "pid": os.getpid(), "cgroups": self.layout.mode,
                         "enforcer": self.enforcer.status(), "accepting": accepting,
+                        "waiting_calls": self.broker.room.waiting(),
                         "warnings": status_warnings(accepting), "containers": [
                     {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
                      "frozen_calls": sum(1 for x in c.calls.values()
@@ -250,6 +252,33 @@ class Daemon:
                         log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
                 except Exception:
                     log.exception("reaper failed for %s", ctr.id[:12])
+
+
+class WaitingCaller:
+    """The wrapper of a start request, while admission holds its call back."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+
+    def hold(self, wait_ms: int) -> None:
+        """An interim line: the wrapper waits up to wait_ms more for the real reply."""
+        with contextlib.suppress(OSError):
+            self.conn.sendall(encode({"ok": True, "wait_ms": wait_ms}))
+
+    def gone(self) -> bool:
+        """True when the wrapper hung up (EOF or an error on the connection)."""
+        import select
+
+        p = select.poll()
+        p.register(self.conn.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not p.poll(0):
+            return False
+        try:
+            return self.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
 
 def _refuse(conn: socket.socket, reason: str) -> None:

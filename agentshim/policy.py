@@ -12,6 +12,8 @@ The schema, defaults and rules are documented in docs/policy.md. In short::
     categories: {NAME: {match: [PATTERN...], memory: SIZE, priority: PRIORITY}}
     on_pressure: [throttle, freeze, kill_tool]          (default: all three, in this order)
     freeze_timeout: DURATION                            (default 30s, > 0)
+    admission_timeout: DURATION   longest wait at call start for room (default 30s, >= 0;
+                                  0: never wait), then the call runs anyway with a notice
 
 Every problem of a policy is collected (:func:`validate`), never only the first, and no input
 makes the loader raise anything but :class:`PolicyInvalid`.
@@ -79,6 +81,7 @@ DEFAULT_TOTAL: Final = 4 * _G
 DEFAULT_FRAMEWORK_PROTECT: Final = 256 * _M
 DEFAULT_TOOL_DEFAULT: Final = 1 * _G
 DEFAULT_FREEZE_TIMEOUT: Final = 30.0
+DEFAULT_ADMISSION_TIMEOUT: Final = 30.0
 
 #: Largest policy text accepted (annotations are far smaller; this only stops abuse).
 MAX_POLICY_BYTES: Final = 1024 * 1024
@@ -87,7 +90,8 @@ MAX_COMMAND_CHARS: Final = 256 * 1024
 #: User patterns see at most this many characters of each command (bounds regex time).
 MAX_PATTERN_TEXT: Final = 1024
 
-_TOP_KEYS: Final = ("priority", "memory", "categories", "on_pressure", "freeze_timeout")
+_TOP_KEYS: Final = ("priority", "memory", "categories", "on_pressure", "freeze_timeout",
+                    "admission_timeout")
 _MEMORY_KEYS: Final = ("total", "framework_protect", "tools", "tool_default")
 _CATEGORY_KEYS: Final = ("match", "memory", "priority")
 _CATEGORY_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -111,6 +115,7 @@ categories:
   file_ops: {memory: 256M}
 on_pressure: [throttle, freeze, kill_tool]
 freeze_timeout: 30s
+admission_timeout: 30s
 """
 
 _MISSING: Final = object()
@@ -180,6 +185,7 @@ class Policy:
     categories: tuple[Category, ...] = field(default_factory=_builtin_categories)
     on_pressure: tuple[str, ...] = LADDER_STEPS
     freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT
+    admission_timeout: float = DEFAULT_ADMISSION_TIMEOUT
 
     def category(self, name: str) -> Category | None:
         """The category called ``name``, or None."""
@@ -227,6 +233,7 @@ class Policy:
             "categories": cats,
             "on_pressure": list(self.on_pressure),
             "freeze_timeout": format_duration(self.freeze_timeout),
+            "admission_timeout": format_duration(self.admission_timeout),
         }
 
 
@@ -557,19 +564,20 @@ def _ladder(value: Any, err: _Err) -> tuple[str, ...] | None:
     return tuple(steps) if ok else None
 
 
-def _timeout(value: Any, err: _Err) -> float | None:
+def _timeout(value: Any, err: _Err, key: str = "freeze_timeout",
+             default: float = DEFAULT_FREEZE_TIMEOUT, zero_ok: bool = False) -> float | None:
     if value is _MISSING:
-        return DEFAULT_FREEZE_TIMEOUT
+        return default
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        err("freeze_timeout", f"expected a duration such as 30s, got {_kind(value)}")
+        err(key, f"expected a duration such as 30s, got {_kind(value)}")
         return None
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
-        err("freeze_timeout", str(exc))
+        err(key, str(exc))
         return None
-    if seconds <= 0:
-        err("freeze_timeout", "must be greater than 0")
+    if seconds < 0 or (seconds == 0 and not zero_ok):
+        err(key, "must be 0 or more" if zero_ok else "must be greater than 0")
         return None
     return seconds
 
@@ -592,11 +600,13 @@ def _build(data: Any) -> tuple[Policy | None, list[PolicyError]]:
     categories = _categories(data.get("categories", _MISSING), tools, err)
     ladder = _ladder(data.get("on_pressure", _MISSING), err)
     timeout = _timeout(data.get("freeze_timeout", _MISSING), err)
+    admission = _timeout(data.get("admission_timeout", _MISSING), err, "admission_timeout",
+                         DEFAULT_ADMISSION_TIMEOUT, zero_ok=True)
     if errors:
         return None, errors
     assert priority is not None and memory is not None and categories is not None
-    assert ladder is not None and timeout is not None
-    return Policy(priority, memory, categories, ladder, timeout), []
+    assert ladder is not None and timeout is not None and admission is not None
+    return Policy(priority, memory, categories, ladder, timeout, admission), []
 
 
 def _load(source: Any) -> tuple[Policy | None, list[PolicyError]]:

@@ -26,7 +26,13 @@ s = socket.socket(socket.AF_UNIX)
 s.connect(sock)
 s.sendall((json.dumps({"op": "start", "argv": ["bash", "-c", cmd], "cwd": "/w",
                        "intent": intent}) + "\n").encode())
-print(s.makefile().readline().strip(), flush=True)
+replies = s.makefile()
+while True:  # admission's interim lines first, as the wrapper reads them
+    line = replies.readline().strip()
+    if not line.startswith("{") or "wait_ms" not in line or '"call"' in line:
+        break
+    print("hold " + line, flush=True)
+print(line, flush=True)
 print(open("/proc/self/cgroup").read().replace("\n", "|"), flush=True)
 chunks, done = [], 0
 while done < int(mb):
@@ -163,7 +169,34 @@ class Call:
     reply: dict[str, Any]
     where: str
     lines: list[str] = field(default_factory=list)
+    holds: list[dict[str, Any]] = field(default_factory=list)  # admission's interim lines
     _buf: bytes = b""
+
+    def await_reply(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Wait for the broker's final reply to the start (after any interim lines)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.reply:
+            for i, x in enumerate(self.lines):
+                if x.startswith("hold "):
+                    continue
+                if len(self.lines) > i + 1:
+                    self.holds = [json.loads(h[5:]) for h in self.lines[:i]]
+                    self.reply, self.where = json.loads(x), self.lines[i + 1]
+                    self.lines = self.lines[i + 2:]
+                    return self.reply
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no reply to the start within {timeout_s} s")
+            if not self._pump(min(left, 0.2)) and not self.reply:
+                raise AssertionError("the call process ended before it was answered: "
+                                     f"{self.lines}")
+        return self.reply
+
+    def held(self) -> bool:
+        """True once admission has told this call to wait (an interim line arrived)."""
+        self._pump(0)
+        return any(x.startswith("hold ") for x in self.lines) or bool(self.holds)
 
     @property
     def seq(self) -> int:
@@ -225,19 +258,18 @@ class Call:
 
 
 def start_call(sock: Path, cg: Cgroup, cmd: str, mb: int = 0, step_mb: int = 16,
-               step_ms: float = 0.0, intent: str = "", wait: str = "stdin") -> Call:
-    """Start a call from a process moved into cg first (as a container process would be)."""
+               step_ms: float = 0.0, intent: str = "", wait: str = "stdin",
+               answered: bool = True) -> Call:
+    """Start a call from a process moved into cg first (as a container process would be).
+    With answered=False it returns at once; Call.await_reply() waits for the answer."""
     p = subprocess.Popen(
         [sys.executable, "-c", CALLER, str(sock), intent, cmd, str(mb), str(step_mb),
          str(step_ms), wait],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         preexec_fn=lambda: cg.move(os.getpid()))
     c = Call(p, {}, "")
-    while len(c.lines) < 2:
-        if not c._pump(30):
-            raise AssertionError("the call process ended before it was answered")
-    c.reply, c.where = json.loads(c.lines[0]), c.lines[1]
-    c.lines = c.lines[2:]
+    if answered:
+        c.await_reply()
     return c
 
 

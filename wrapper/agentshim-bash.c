@@ -192,7 +192,8 @@ struct broker {
 	int timeout_ms;
 	long long deadline;	/* CLOCK_MONOTONIC, ms */
 	char reason[512];	/* why the exchange failed, for the warning line */
-	size_t reply_len;
+	size_t reply_len;	/* bytes of the current line in reply[] */
+	size_t extra;		/* bytes received after that line (the next line's start) */
 	char reply[MAX_REPLY + 1];	/* +1: jreply_parse() writes a NUL at the end */
 };
 
@@ -239,6 +240,7 @@ static int broker_connect(struct broker *b, const char *path, int timeout)
 	b->fd = -1;
 	b->reason[0] = '\0';
 	b->reply_len = 0;
+	b->extra = 0;
 	b->timeout_ms = timeout;
 	b->deadline = now_ms() + timeout;
 
@@ -303,8 +305,23 @@ static int broker_send(void *ctx, const char *data, size_t len)
  */
 static int broker_reply(struct broker *b, struct jreply *r)
 {
+	char *nl;
+
+	/* bytes that came after the previous line are the start of this one */
+	if (b->extra) {
+		memmove(b->reply, b->reply + b->reply_len + 1, b->extra);
+		b->reply_len = b->extra;
+		b->extra = 0;
+		nl = memchr(b->reply, '\n', b->reply_len);
+		if (nl) {
+			b->extra = b->reply_len - (size_t)(nl - b->reply) - 1;
+			b->reply_len = (size_t)(nl - b->reply);
+			goto parse;
+		}
+	} else {
+		b->reply_len = 0;
+	}
 	for (;;) {
-		char *nl;
 		ssize_t n;
 
 		if (b->reply_len == MAX_REPLY) {
@@ -333,10 +350,12 @@ static int broker_reply(struct broker *b, struct jreply *r)
 		nl = memchr(b->reply + b->reply_len, '\n', (size_t)n);
 		b->reply_len += (size_t)n;
 		if (nl) {
+			b->extra = b->reply_len - (size_t)(nl - b->reply) - 1;
 			b->reply_len = (size_t)(nl - b->reply);
 			break;
 		}
 	}
+parse:
 	if (jreply_parse(b->reply, b->reply_len, r) != 0) {
 		fail(b, "malformed reply from broker");
 		return -1;
@@ -395,8 +414,18 @@ static int broker_start(struct broker *b, const char *socket_path, int timeout,
 		return -1;
 	}
 
-	if (broker_reply(b, &r) != 0)
-		return -1;
+	/*
+	 * Admission may hold the call back: the broker then sends interim lines
+	 * {"ok":true,"wait_ms":N} first, each extending the deadline by N ms.
+	 */
+	for (;;) {
+		if (broker_reply(b, &r) != 0)
+			return -1;
+		if (!r.has_wait || r.has_call)
+			break;
+		if (r.wait_ms > 0 && r.wait_ms <= MAX_TIMEOUT_MS)
+			b->deadline = now_ms() + r.wait_ms;
+	}
 	if (r.has_ok && !r.ok) {
 		fail(b, "broker refused: %s", r.error && *r.error ? r.error : "no reason given");
 		return -1;

@@ -303,6 +303,9 @@ static void keep_member(struct jreply *r, const char *key, const struct value *v
 	} else if (strcmp(key, "grant") == 0) {
 		r->has_grant = (v->type == V_NUMBER && v->is_int);
 		r->grant = r->has_grant ? v->num : 0;
+	} else if (strcmp(key, "wait_ms") == 0) {
+		r->has_wait = (v->type == V_NUMBER && v->is_int);
+		r->wait_ms = r->has_wait ? v->num : 0;
 	} else if (strcmp(key, "notes") == 0) {
 		r->notes = (v->type == V_STRING) ? v->str : NULL;
 	} else if (strcmp(key, "notice") == 0) {

@@ -45,6 +45,8 @@ struct jreply {
 	long long call;
 	bool has_grant;		/* "grant" present and an integer */
 	long long grant;
+	bool has_wait;		/* "wait_ms" present and an integer: an interim line */
+	long long wait_ms;
 	const char *notes;	/* NULL when absent or not a string */
 	const char *notice;
 	const char *error;

@@ -143,6 +143,11 @@ static void test_reply(void)
 	CHECK(!r.notice && !r.error);
 	free(buf);
 
+	/* admission's interim line */
+	CHECK(parse("{\"ok\":true,\"wait_ms\":32000}", &r, &buf) == 0);
+	CHECK(r.has_ok && r.ok && r.has_wait && r.wait_ms == 32000 && !r.has_call);
+	free(buf);
+
 	CHECK(parse(" {\"ok\":false,\"error\":\"not in \\\"this\\\" container\\n\"} \r\n",
 		    &r, &buf) == 0);
 	CHECK(r.has_ok && !r.ok);

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentshim.cgroups import Cgroup, CgroupError
+from agentshim.enforce.admission import Room
 from agentshim.enforce.eventlog import EventLog
 from agentshim.enforce.ladder import Action, CallView, Ladder, ScopeView, Thresholds
 from agentshim.enforce.wakeups import Waker, open_kernfs, v1_oom_notifier, v1_threshold
@@ -241,6 +242,63 @@ class Enforcer:
             if limited is not None and lim is not None:
                 self._arm_host(host, lim)
         return host
+
+    # --- admission --------------------------------------------------------------------------
+    def host_name(self, ctr: ManagedContainer) -> str:
+        """The name of the host scope the container shares memory in."""
+        with self._lock:
+            for h in self.hosts.values():
+                if ctr.id in h.members:
+                    return h.name
+            return self._host_of(self.broker.tree(ctr).root).name
+
+    def host_members(self, name: str) -> set[str]:
+        """Ids of the containers of a host scope."""
+        with self._lock:
+            h = self.hosts.get(name)
+            return set(h.members) if h else set()
+
+    def _unfilled(self, ctr: ManagedContainer) -> int:
+        """Bytes the container's running calls are expected to grow by still (each call's
+        expected need less its usage): admitted calls that have not grown yet hold room."""
+        tree = self.broker.tree(ctr)
+        total = 0
+        for call in list(ctr.calls.values()):
+            if call.need <= 0:
+                continue
+            try:
+                total += max(0, call.need - tree.call(call.seq).memory_usage())
+            except CgroupError:
+                continue
+        return total
+
+    def rooms_of(self, ctr: ManagedContainer) -> list[Room]:
+        """The container's and its host's memory as they are now, plus what its admitted
+        calls are still expected to take, for admission."""
+        rooms = []
+        unfilled = {ctr.id: self._unfilled(ctr)}
+        with contextlib.suppress(CgroupError):
+            rooms.append(Room(f"container {ctr.id[:12]}", self.broker.tree(ctr).root
+                              .memory_usage() + unfilled[ctr.id],
+                              self.broker.policy(ctr).memory.total, len(ctr.calls)))
+        name = self.host_name(ctr)
+        with self._lock:
+            host = self.hosts.get(name)
+            members = [self.containers[c] for c in (host.members if host else ())
+                       if c in self.containers] or [ctr]
+        try:
+            if host is None or host.cgroup is None:
+                usage, limit = _meminfo()
+            else:
+                usage, limit = host.cgroup.memory_usage(), limit_of(host.cgroup) or 0
+        except (CgroupError, OSError):
+            return rooms
+        for c in members:
+            if c.id not in unfilled:
+                unfilled[c.id] = self._unfilled(c)
+        rooms.append(Room("the host", usage + sum(unfilled[c.id] for c in members), limit,
+                          sum(len(c.calls) for c in members)))
+        return rooms
 
     def _arm_host(self, host: HostScope, limit: int) -> None:
         assert host.cgroup is not None

@@ -2,7 +2,9 @@
 containers (podman e2e of the same is in test_ladder_podman.py), real processes allocating.
 
 These run on the hybrid host (v1 memory + freezer) here and, through tests/v2/test_ladder_v2.py,
-on pure cgroup v2 in the VM.
+on pure cgroup v2 in the VM. They test what the ladder does to calls that are running, so the
+policies of tests that start a call into a scope near its limit turn admission off
+(admission_timeout: 0s); tests/host/test_admission.py tests admission itself.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def test_call_over_its_budget_is_throttled_frozen_then_killed_alone(daemon, scra
 def test_low_priority_call_is_frozen_first_and_thawed_after(daemon, host):
     """Two containers under one 800M host: the low-priority tenant's call is frozen when
     the host nears its limit while the high-priority one runs, and resumes after it."""
-    pol = "priority: {p}\nmemory: {{total: 2G, tool_default: 1G}}\nfreeze_timeout: 60s\n"
+    pol = ("priority: {p}\nmemory: {{total: 2G, tool_default: 1G}}\nfreeze_timeout: 60s\n"
+           "admission_timeout: 0s\n")
     low_t, low_s = register(daemon, host.child("low"), "low", pol.format(p="low"))
     high_t, high_s = register(daemon, host.child("high"), "high", pol.format(p="high"))
     high = start_call(high_s, high_t.framework, "pytest -x", mb=300, step_mb=20)
@@ -124,7 +127,8 @@ def test_low_priority_call_is_frozen_first_and_thawed_after(daemon, host):
 
 
 def test_over_the_mark_a_frozen_lower_priority_call_is_killed_to_make_room(daemon, host):
-    pol = "priority: {p}\nmemory: {{total: 2G, tool_default: 1G}}\nfreeze_timeout: 60s\n"
+    pol = ("priority: {p}\nmemory: {{total: 2G, tool_default: 1G}}\nfreeze_timeout: 60s\n"
+           "admission_timeout: 0s\n")
     low_t, low_s = register(daemon, host.child("low"), "low", pol.format(p="low"))
     high_t, high_s = register(daemon, host.child("high"), "high", pol.format(p="high"))
     low = start_call(low_s, low_t.framework, "npm test", mb=330, step_mb=10, step_ms=20)
@@ -150,7 +154,7 @@ def test_growing_call_is_frozen_near_the_total_and_thawed_when_a_sibling_ends(da
     (the framework and the other call keep running); when the other call ends, it resumes."""
     tree, sock = register(daemon, scratch, "c2",
                           "memory: {total: 600M, framework_protect: 64M, tool_default: 500M}\n"
-                          "freeze_timeout: 60s\n")
+                          "freeze_timeout: 60s\nadmission_timeout: 0s\n")
     a = start_call(sock, tree.framework, "python hold.py", mb=200, step_mb=50)
     b = None
     try:

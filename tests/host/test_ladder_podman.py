@@ -23,7 +23,8 @@ from tests.podman_support import (
 )
 
 HOST_MB = 800
-POLICY = "priority: {p};memory:;  total: 2G;  tool_default: 1G;freeze_timeout: 60s"
+POLICY = ("priority: {p};memory:;  total: 2G;  tool_default: 1G;freeze_timeout: 60s;"
+          "admission_timeout: 0s")  # the ladder on running calls (admission: test_admission)
 ALLOC = ("import sys, time\n"
          "mb, step, pause = int(sys.argv[1]), 10, float(sys.argv[2])\n"
          "chunks = []\n"

@@ -61,7 +61,7 @@ def test_validate_bad_file_lists_every_problem(runner: CliRunner, bad_file: Path
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"{bad_file}: memroy: unknown key 'memroy' (did you mean 'memory'? known: priority, "
-        "memory, categories, on_pressure, freeze_timeout)",
+        "memory, categories, on_pressure, freeze_timeout, admission_timeout)",
         f"{bad_file}: memory.total: bad size 'abc' (expected e.g. 512M, 2G)",
         f"{bad_file}: on_pressure: kill_tool needs freeze before it (a tool call is killed only "
         "after it stayed frozen for freeze_timeout)",
