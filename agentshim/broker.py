@@ -80,6 +80,8 @@ class ManagedContainer:
     policy_yaml: str
     next_seq: int = 1
     calls: dict[int, ActiveCall] = field(default_factory=dict)
+    #: start time of pid (/proc/PID/stat field 22) when registered: a reused pid is not it
+    pid_start: int | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     #: its ContainerTree, made on first use (Broker.tree); never persisted
     tree: ContainerTree | None = field(default=None, repr=False, compare=False)
@@ -88,6 +90,7 @@ class ManagedContainer:
         """The persisted form (state_dir/containers/ID.json)."""
         return {"id": self.id, "slot": self.slot, "pid": self.pid, "cgroup": self.cgroup,
                 "policy_yaml": self.policy_yaml, "next_seq": self.next_seq,
+                "pid_start": self.pid_start,
                 "calls": {str(k): asdict(v) for k, v in self.calls.items()}}
 
     @classmethod
@@ -97,7 +100,26 @@ class ManagedContainer:
         calls = {int(k): ActiveCall(**{f: x for f, x in v.items() if f in known})
                  for k, v in d.get("calls", {}).items()}
         return cls(id=d["id"], slot=d["slot"], pid=int(d["pid"]), cgroup=dict(d["cgroup"]),
-                   policy_yaml=d["policy_yaml"], next_seq=int(d.get("next_seq", 1)), calls=calls)
+                   policy_yaml=d["policy_yaml"], next_seq=int(d.get("next_seq", 1)), calls=calls,
+                   pid_start=None if d.get("pid_start") is None else int(d["pid_start"]))
+
+    def alive(self) -> bool:
+        """True while the container's process runs (the same process: its start time
+        matches; a zombie counts as gone)."""
+        now = proc_start_time(self.pid)
+        return now is not None and (self.pid_start is None or now == self.pid_start)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a live process (clock ticks since boot, /proc/PID/stat field 22); None
+    when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def command_of(argv: list[str]) -> str:

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentshim import paths
+from agentshim import hooks, paths
 from agentshim.acceptor import Acceptor, ByteBudget
-from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused
+from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused, proc_start_time
 from agentshim.cgroups import detect_layout
 from agentshim.enforce.enforcer import Enforcer
 from agentshim.enforce.eventlog import read_jsonl
@@ -113,9 +113,12 @@ class Daemon:
 
     def _adopt(self, ctr: ManagedContainer) -> None:
         """Take over a container persisted by an earlier daemon, if it still runs."""
-        if not Path(f"/proc/{ctr.pid}").exists():
-            log.info("container %s is gone; finishing its records", ctr.id[:12])
-            self._finish_container(ctr)
+        if ctr.pid_start is None:  # persisted by a daemon that did not record it
+            ctr.pid_start = proc_start_time(ctr.pid)
+        if not ctr.alive():
+            with self.lock:
+                self.containers[ctr.id] = ctr
+            self._gone(ctr)
             return
         for call in ctr.calls.values():
             call.empty_since = None
@@ -206,6 +209,7 @@ class Daemon:
         ctr = ManagedContainer(id=cid, slot=slot, pid=int(req.get("pid", 0)),
                                cgroup={str(k): str(v) for k, v in cgroup.items()},
                                policy_yaml=str(req.get("policy_yaml", "")))
+        ctr.pid_start = proc_start_time(ctr.pid)
         try:
             self.broker.policy(ctr)  # refuse a bad policy here, not at the first call
         except PolicyInvalid as e:
@@ -242,10 +246,29 @@ class Daemon:
         self.broker.forget(ctr)
         return summary
 
+    def _gone(self, ctr: ManagedContainer) -> None:
+        """The container's process is gone without a poststop (its start failed after
+        prestart, or poststop has not run yet): the poststop teardown, done here."""
+        with self.lock:
+            if self.containers.get(ctr.id) is not ctr:  # unregistered (or registered anew)
+                return
+        log.info("container %s is gone; tearing it down", ctr.id[:12])
+        hooks.teardown(ctr.id, ctr.slot, unregister=lambda cid: self._unregister_if(ctr))
+
+    def _unregister_if(self, ctr: ManagedContainer) -> None:
+        """_unregister of ctr, unless another registration of its id replaced it."""
+        with self.lock:
+            if self.containers.get(ctr.id) is not ctr:
+                return
+        self._unregister(ctr.id)
+
     def _reaper(self) -> None:
         while not self.stopping.wait(0.25):
             for ctr in list(self.containers.values()):
                 try:
+                    if not ctr.alive():
+                        self._gone(ctr)
+                        continue
                     for rec in self.broker.reap(ctr):
                         log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
                 except Exception:

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,52 @@ def _hooks_state() -> Path:
 
 def _plan_path(slot: str) -> Path:
     return _hooks_state() / f"slot-{slot}.json"
+
+
+def _claim_path(slot: str) -> Path:
+    """Which container owns a slot: written once (O_EXCL) by that container's prestart."""
+    return _hooks_state() / "claims" / slot
+
+
+def managed(annotations: dict[str, str]) -> bool:
+    """Whether the annotations ask for agentshim (the precedence of
+    policy.policy_from_annotations, without parsing a policy: prestart and poststop of an
+    unmanaged container must not act on a copied io.agentshim.slot)."""
+    from agentshim.policy import ANNOTATION_ENABLE, ANNOTATION_POLICY, ANNOTATION_PROFILE
+
+    inline = annotations.get(ANNOTATION_POLICY)
+    if isinstance(inline, str) and inline.strip():
+        return True
+    if annotations.get(ANNOTATION_PROFILE) is not None:
+        return True
+    return str(annotations.get(ANNOTATION_ENABLE, "")).strip().lower() in (
+        "true", "1", "yes", "on")
+
+
+def claim_slot(slot: str, cid: str) -> None:
+    """Bind the slot to container cid (first claim wins; the same container may claim again).
+    Raises HookError when another container holds it."""
+    path = _claim_path(slot)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        owner = slot_owner(slot)
+        if owner != cid:
+            raise HookError(f"agentshim: slot {slot} belongs to container "
+                            f"{(owner or '?')[:12]}; io.agentshim.slot must not be copied "
+                            "from another container") from None
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(cid)
+
+
+def slot_owner(slot: str) -> str | None:
+    """The container that claimed the slot, or None."""
+    try:
+        return _claim_path(slot).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def make_plan(policy: pol.Policy) -> dict[str, Any]:
@@ -253,6 +300,8 @@ def prestart(state: dict[str, Any]) -> str:
     """Build the tree, move the container into framework/, register with agentshimd.
     Returns a one-line status; a daemon that cannot be reached is a warning (fail-open)."""
     annotations = state.get("annotations") or {}
+    if not managed(annotations):  # never act on a slot annotation copied into it
+        return "not managed"
     slot = str(annotations.get(ANNOTATION_SLOT) or "")
     plan = _load_plan(slot)
     if plan is None:  # no precreate plan (or an engine that lost it): parse the annotations
@@ -266,6 +315,7 @@ def prestart(state: dict[str, Any]) -> str:
     from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, TreeBudget, detect_layout
 
     cid, pid = str(state["id"]), int(state["pid"])
+    claim_slot(slot, cid)
     root = Cgroup.of_pid(detect_layout(), pid)
     tree = ContainerTree(root)
     try:
@@ -288,24 +338,33 @@ def prestart(state: dict[str, Any]) -> str:
 # --- poststop / teardown --------------------------------------------------------------------
 
 
-def teardown(cid: str, slot: str = "") -> str:
+def teardown(cid: str, slot: str = "", is_managed: bool = True,
+             unregister: Callable[[str], object] | None = None) -> str:
     """Idempotent: unregister (agentshimd writes the summary), remove the tree, the container
-    cgroup the runtime could not remove because of it, the slot directory and the plan.
-    `slot` (from the annotations) is used when prestart never ran."""
+    cgroup the runtime could not remove because of it, and the slot directory, plan and claim
+    when this container owns the slot. `slot` (from the annotations) is used when prestart
+    never ran; `is_managed` False (annotations without agentshim) never touches a slot.
+    `unregister` is agentshimd's own (its reaper, for a container whose poststop never ran);
+    without it the control socket is asked."""
     rec: dict[str, Any] = {}
     if cid and "/" not in cid:
         with contextlib.suppress(OSError, ValueError):
             rec = json.loads(_record_path(cid).read_text())
     slot = str(rec.get("slot") or slot)
-    if not rec and not (_safe_slot(slot) and (paths.slots_dir() / slot).exists()):
+    owner = slot_owner(slot) if _safe_slot(slot) else None
+    owns = _safe_slot(slot) and (owner == cid or (owner is None and (bool(rec) or is_managed)))
+    if not rec and unregister is None and not (owns and (paths.slots_dir() / slot).exists()):
         return "nothing to do"
-    if rec:
+    if unregister is not None:
+        unregister(cid)
+    elif rec:
         with contextlib.suppress(DaemonUnavailable):
             request(paths.control_socket(), {"op": "unregister", "id": cid}, timeout_s=10.0)
-        _remove_tree(rec.get("cgroup") or {})
-    if _safe_slot(slot):
+    _remove_tree(rec.get("cgroup") or {})
+    if owns:
         shutil.rmtree(paths.slots_dir() / slot, ignore_errors=True)
         _plan_path(slot).unlink(missing_ok=True)
+        _claim_path(slot).unlink(missing_ok=True)
     _record_path(cid).unlink(missing_ok=True)
     return "cleaned up"
 
@@ -326,7 +385,8 @@ def _remove_tree(dirs: dict[str, str]) -> None:
 def poststop(state: dict[str, Any]) -> str:
     """The poststop hook: teardown() of the container in the OCI state."""
     annotations = state.get("annotations") or {}
-    return teardown(str(state.get("id", "")), str(annotations.get(ANNOTATION_SLOT) or ""))
+    return teardown(str(state.get("id", "")), str(annotations.get(ANNOTATION_SLOT) or ""),
+                    is_managed=managed(annotations))
 
 
 def read_state(text: str) -> dict[str, Any]:
