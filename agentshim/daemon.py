@@ -30,7 +30,7 @@ from typing import Any
 from agentshim import hooks, paths
 from agentshim.acceptor import Acceptor, ByteBudget
 from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused, proc_start_time
-from agentshim.cgroups import detect_layout
+from agentshim.cgroups import CALL_PREFIX, CgroupError, detect_layout
 from agentshim.enforce.enforcer import Enforcer
 from agentshim.enforce.eventlog import read_jsonl
 from agentshim.policy import PolicyInvalid
@@ -123,8 +123,30 @@ class Daemon:
         for call in ctr.calls.values():
             call.empty_since = None
             call.at_budget_since = None
+        self._orphan_calls(ctr)
         self._serve_container(ctr)
         self.enforcer.add_container(ctr)
+
+    def _orphan_calls(self, ctr: ManagedContainer) -> None:
+        """Call cgroups an earlier daemon left without a record (killed between making one
+        and persisting it): killed and removed, and numbers are never reused, so the next
+        call does not meet an old directory (in any hierarchy)."""
+        tree = self.broker.tree(ctr)
+        seqs = set()
+        for d in tree.tools.dirs.values():
+            with contextlib.suppress(OSError):
+                names = [p.name.removeprefix(CALL_PREFIX) for p in d.glob(CALL_PREFIX + "*")]
+                seqs |= {int(n) for n in names if n.isdigit()}
+        for seq in sorted(seqs - set(ctr.calls)):
+            log.info("%s: removing call %d, unknown to this daemon", ctr.id[:12], seq)
+            try:
+                tree.remove_call(seq, kill=True)
+            except CgroupError as e:
+                log.warning("%s: cannot remove orphan call %d: %s", ctr.id[:12], seq, e)
+        if seqs and max(seqs) >= ctr.next_seq:
+            ctr.next_seq = max(seqs) + 1
+            with contextlib.suppress(OSError):
+                self.broker.persist(ctr)
 
     def _serve_container(self, ctr: ManagedContainer) -> None:
         sock_path = paths.slots_dir() / ctr.slot / "broker.sock"

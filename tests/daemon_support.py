@@ -92,6 +92,19 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=15)
 
+    def restart(self, kill: bool = False) -> dict[str, Any]:
+        """Stop the daemon (SIGKILL with kill=True: nothing of it runs after), start it again
+        with the same directories; its status once ready."""
+        if kill:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+        else:
+            self.stop()
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"],
+                                         env=self.env, stderr=f)
+        return self.wait_ready()
+
     def events(self, cid: str) -> list[dict[str, Any]]:
         path = self.state / "events" / f"{cid}.jsonl"
         if not path.exists():
