@@ -169,11 +169,17 @@ class Broker:
         return p
 
     def persist(self, ctr: ManagedContainer) -> None:
-        """Write the container's state atomically (a restart picks it up)."""
+        """Write the container's state atomically (a restart picks it up). A state directory
+        that is full keeps the last state written; the failure is counted with the dropped
+        log lines, never an error for the request."""
         path = self.state_dir / "containers" / f"{ctr.id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ctr.to_json()))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(ctr.to_json()))
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            self.events.appender.drop(path, e)
 
     def forget(self, ctr: ManagedContainer) -> None:
         """Drop the persisted state of a container."""
@@ -296,8 +302,8 @@ class Broker:
             rec["stall_us"] = cg.pressure().some.total_us
         lingering = cg.populated() if cg.exists() else False
         rec["lingering"] = lingering
-        with (self.state_dir / "calls" / f"{ctr.id}.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.events.appender.append(self.state_dir / "calls" / f"{ctr.id}.jsonl",
+                                    json.dumps(rec) + "\n")
         self.events.write(ctr.id, "call_end", call.seq, "wrapper" if reason == "reported"
                           else "poll", exit=exit_status, peak_bytes=rec.get("peak_bytes"),
                           duration_s=rec["duration_s"])

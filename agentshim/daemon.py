@@ -214,12 +214,19 @@ class Daemon:
                 accepting = self.acceptor.status()
                 return {"ok": True, "pid": os.getpid(), "cgroups": self.layout.mode,
                         "enforcer": self.enforcer.status(), "accepting": accepting,
-                        "warnings": status_warnings(accepting), "containers": [
+                        "dropped_log_lines": self.broker.events.appender.dropped,
+                        "warnings": status_warnings(accepting)
+                        + self._log_warnings(), "containers": [
                     {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
                      "frozen_calls": sum(1 for x in c.calls.values()
                                          if x.frozen_since is not None),
                      "next_call": c.next_seq} for c in self.containers.values()]}
         raise Refused(f"unknown op {op!r} (expected register, unregister or status)")
+
+    def _log_warnings(self) -> list[str]:
+        app = self.broker.events.appender
+        return [f"{app.dropped} event/record line(s) dropped ({app.last_error})"
+                ] if app.dropped else []
 
     def _register(self, req: dict[str, Any]) -> dict[str, Any]:
         cid, slot = str(req.get("id", "")), str(req.get("slot", ""))
@@ -263,8 +270,11 @@ class Daemon:
             self.broker.finish(ctr, call, exit_status=None, reason="container_stopped")
         summary = summarize(self.state_dir / "calls" / f"{ctr.id}.jsonl", ctr.id)
         out = self.state_dir / "summaries"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{ctr.id}.json").write_text(json.dumps(summary, indent=1))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{ctr.id}.json").write_text(json.dumps(summary, indent=1))
+        except OSError as e:  # the state directory is full: the records still say it all
+            log.warning("cannot write the summary of %s: %s", ctr.id[:12], e)
         self.broker.forget(ctr)
         return summary
 

@@ -1,16 +1,21 @@
 """agentshimd under faults, for real (a daemon process, real cgroups standing in for a
-container's): a kill -9 mid-call leaves no orphan call cgroup that blocks later calls (issue 15
-row 11)."""
+container's): a kill -9 mid-call leaves no orphan call cgroup that blocks later calls; a full
+state directory costs records, never management (issue 15 rows 11, 8)."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.daemon_support import Daemon, register, start_call, start_daemon, wait_for
+from agentshim.enforce.eventlog import Appender, read_jsonl
+from tests.daemon_support import Daemon, end_call, register, start_call, start_daemon, wait_for
 from tests.podman_support import call_dirs
 
 POLICY = "memory: {total: 1G}\n"
@@ -56,3 +61,70 @@ def _kill_before_persist(daemon: Daemon, state, registered: bytes) -> None:
     tmp.write_bytes(registered)
     shutil.move(tmp, state)
     daemon.restart()
+
+
+@pytest.fixture
+def small_state(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs where the daemon's state directory goes (tmp_path/state)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    yield state
+    subprocess.run(["umount", "-l", str(state)], check=True)
+
+
+def _fill(fs: Path) -> Path:
+    """Fill the filesystem at fs to the last byte; the file that does it."""
+    filler = fs / "filler"
+    with filler.open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(os.urandom(4096))
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                return filler
+
+
+def test_a_full_state_directory_drops_records_and_calls_stay_managed(small_state, tmp_path,
+                                                                     scratch):
+    d = start_daemon(tmp_path)
+    try:
+        tree, sock = register(d, scratch, "c1", POLICY)
+        filler = _fill(small_state)
+        for _ in range(3):
+            c = start_call(sock, tree.framework, "echo hi", wait="exit")
+            assert c.reply["ok"], c.reply  # old code: internal error, the call unmanaged
+            assert f"/tools/call-{c.seq}" in c.where
+            c.proc.wait(timeout=10)
+            assert end_call(sock, tree.framework, c.seq, 0)["ok"]
+        st = d.status()
+        assert st["dropped_log_lines"] >= 6, st  # call_start, call_end, record per call
+        assert any("dropped" in w for w in st["warnings"]), st["warnings"]
+        wait_for(lambda: call_dirs(tree.root) == [], what="the calls' cgroups to be removed")
+        tree2, _ = register(d, scratch.child("second"), "c2", POLICY)  # a new container too
+        assert "c2" in [x["id"] for x in d.status()["containers"]]
+        filler.unlink()  # space again: records are written again
+        c = start_call(sock, tree.framework, "echo back", wait="exit")
+        c.proc.wait(timeout=10)
+        assert end_call(sock, tree.framework, c.seq, 0)["ok"]
+        recs = read_jsonl(small_state / "calls" / "c1.jsonl")
+        assert [r["command"] for r in recs][-1:] == ["echo back"], recs
+        json.loads(small_state.joinpath("containers", "c1.json").read_text())  # whole
+    finally:
+        assert d.stop() == 0
+    assert "Traceback" not in d.log.read_text(), d.log.read_text()[-3000:]
+
+
+def test_jsonl_files_rotate_at_their_size_keeping_one_old(tmp_path):
+    app = Appender(rotate_bytes=1000)
+    path = tmp_path / "c.jsonl"
+    lines = [json.dumps({"n": i, "pad": "x" * 80}) + "\n" for i in range(40)]
+    for line in lines:
+        assert app.append(path, line)
+    old = path.with_name("c.jsonl.1")
+    assert path.stat().st_size <= 1000 and old.stat().st_size <= 1000
+    kept = read_jsonl(old) + read_jsonl(path)
+    assert [r["n"] for r in kept] == list(range(40 - len(kept), 40))  # newest, in order
+    assert len(kept) >= 10 and not list(tmp_path.glob("c.jsonl.2"))
