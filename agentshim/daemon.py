@@ -285,7 +285,8 @@ class Daemon:
             if self.containers.get(ctr.id) is not ctr:  # unregistered (or registered anew)
                 return
         log.info("container %s is gone; tearing it down", ctr.id[:12])
-        hooks.teardown(ctr.id, ctr.slot, unregister=lambda cid: self._unregister_if(ctr))
+        hooks.teardown(ctr.id, ctr.slot, unregister=lambda cid: self._unregister_if(ctr),
+                       cgroup=ctr.cgroup)
 
     def _unregister_if(self, ctr: ManagedContainer) -> None:
         """_unregister of ctr, unless another registration of its id replaced it."""

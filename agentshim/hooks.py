@@ -142,26 +142,24 @@ def managed(annotations: dict[str, str]) -> bool:
 
 def claim_slot(slot: str, cid: str) -> None:
     """Bind the slot to container cid (first claim wins; the same container may claim again).
-    Raises HookError when another container holds it."""
+    The claim is a symlink naming cid: made atomically, and it needs no data block on a full
+    tmpfs. Raises HookError when another container holds it, OSError when it cannot be made."""
     path = _claim_path(slot)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.symlink(cid, path)
     except FileExistsError:
         owner = slot_owner(slot)
         if owner != cid:
             raise HookError(f"agentshim: slot {slot} belongs to container "
                             f"{(owner or '?')[:12]}; io.agentshim.slot must not be copied "
                             "from another container") from None
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(cid)
 
 
 def slot_owner(slot: str) -> str | None:
     """The container that claimed the slot, or None."""
     try:
-        return _claim_path(slot).read_text().strip() or None
+        return os.readlink(_claim_path(slot)) or None
     except OSError:
         return None
 
@@ -199,8 +197,12 @@ def _load_plan(slot: str) -> dict[str, Any] | None:
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- precreate ------------------------------------------------------------------------------
@@ -226,7 +228,10 @@ def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str,
     slot = os.urandom(8).hex()
     slot_dir = paths.slots_dir() / slot
     slot_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    _write_json(_plan_path(slot), make_plan(policy))
+    try:
+        _write_json(_plan_path(slot), make_plan(policy))
+    except OSError as e:  # e.g. the state directory is full: prestart parses the annotations
+        print(f"agentshim: warning: cannot write the plan: {e.strerror or e}", file=sys.stderr)
     mounts = config.setdefault("mounts", [])
     mounts.append({"destination": paths.CONTAINER_RUN_DIR, "type": "bind",
                    "source": str(slot_dir), "options": ["bind", "rw", "nosuid", "nodev"]})
@@ -315,7 +320,11 @@ def prestart(state: dict[str, Any]) -> str:
     from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, TreeBudget, detect_layout
 
     cid, pid = str(state["id"]), int(state["pid"])
-    claim_slot(slot, cid)
+    try:
+        claim_slot(slot, cid)
+    except OSError as e:
+        return (f"agentshim: warning: cannot claim slot {slot} in {_hooks_state()}: "
+                f"{e.strerror or e}; tool calls run unmanaged")
     root = Cgroup.of_pid(detect_layout(), pid)
     tree = ContainerTree(root)
     try:
@@ -324,7 +333,12 @@ def prestart(state: dict[str, Any]) -> str:
     except CgroupError as e:
         raise HookError(f"agentshim: cannot build the cgroup tree: {e}") from e
     cgroup = {k: str(v) for k, v in root.dirs.items()}
-    _write_json(_record_path(cid), {"slot": slot, "cgroup": cgroup})
+    note = ""
+    try:
+        _write_json(_record_path(cid), {"slot": slot, "cgroup": cgroup})
+    except OSError as e:  # the state directory is full: agentshimd tears it down instead
+        note = (f"agentshim: warning: cannot write {_record_path(cid)}: {e.strerror or e}; "
+                "agentshimd removes the tree when the container stops")
     try:
         reply = register({"op": "register", "id": cid, "pid": pid, "slot": slot,
                           "cgroup": cgroup, "policy_yaml": plan["policy_yaml"]})
@@ -332,19 +346,21 @@ def prestart(state: dict[str, Any]) -> str:
         return f"agentshim: warning: {e}; tool calls run unmanaged (limits still apply)"
     if not reply.get("ok"):
         return f"agentshim: warning: agentshimd refused registration: {reply.get('error')}"
-    return f"managed: {reply.get('socket')}"
+    return note or f"managed: {reply.get('socket')}"
 
 
 # --- poststop / teardown --------------------------------------------------------------------
 
 
 def teardown(cid: str, slot: str = "", is_managed: bool = True,
-             unregister: Callable[[str], object] | None = None) -> str:
+             unregister: Callable[[str], object] | None = None,
+             cgroup: dict[str, str] | None = None) -> str:
     """Idempotent: unregister (agentshimd writes the summary), remove the tree, the container
     cgroup the runtime could not remove because of it, and the slot directory, plan and claim
     when this container owns the slot. `slot` (from the annotations) is used when prestart
     never ran; `is_managed` False (annotations without agentshim) never touches a slot.
-    `unregister` is agentshimd's own (its reaper, for a container whose poststop never ran);
+    `unregister` is agentshimd's own (its reaper, for a container whose poststop never ran),
+    with the `cgroup` it registered (used when prestart could not write its record);
     without it the control socket is asked."""
     rec: dict[str, Any] = {}
     if cid and "/" not in cid:
@@ -360,7 +376,7 @@ def teardown(cid: str, slot: str = "", is_managed: bool = True,
     elif rec:
         with contextlib.suppress(DaemonUnavailable):
             request(paths.control_socket(), {"op": "unregister", "id": cid}, timeout_s=10.0)
-    _remove_tree(rec.get("cgroup") or {})
+    _remove_tree(rec.get("cgroup") or cgroup or {})
     if owns:
         shutil.rmtree(paths.slots_dir() / slot, ignore_errors=True)
         _plan_path(slot).unlink(missing_ok=True)

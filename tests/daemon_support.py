@@ -262,6 +262,33 @@ def end_call(sock: Path, cg: Cgroup, seq: int, status: int) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+@contextlib.contextmanager
+def tmpfs(at: Path, size: str = "2m"):
+    """A tmpfs of `size` mounted at the directory `at` (made if missing) while the block runs."""
+    at.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(at)], check=True)
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "-l", str(at)], check=True)
+
+
+def fill_fs(fs: Path) -> Path:
+    """Fill the filesystem holding directory fs to its last byte; the file that does it
+    (incompressible data: no filesystem gets it for free)."""
+    import errno
+
+    filler = fs / "filler"
+    with filler.open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(os.urandom(4096))
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return filler
+
+
 def wait_for(pred, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):
     """Poll pred() until truthy; its value, or AssertionError naming what was awaited."""
     deadline = time.monotonic() + timeout_s

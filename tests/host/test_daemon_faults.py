@@ -4,18 +4,25 @@ state directory costs records, never management (issue 15 rows 11, 8)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentshim.enforce.eventlog import Appender, read_jsonl
-from tests.daemon_support import Daemon, end_call, register, start_call, start_daemon, wait_for
+from tests.daemon_support import (
+    Daemon,
+    end_call,
+    fill_fs,
+    register,
+    start_call,
+    start_daemon,
+    tmpfs,
+    wait_for,
+)
 from tests.podman_support import call_dirs
 
 POLICY = "memory: {total: 1G}\n"
@@ -68,23 +75,8 @@ def small_state(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs where the daemon's state directory goes (tmp_path/state)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    state = tmp_path / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
-    yield state
-    subprocess.run(["umount", "-l", str(state)], check=True)
-
-
-def _fill(fs: Path) -> Path:
-    """Fill the filesystem at fs to the last byte; the file that does it."""
-    filler = fs / "filler"
-    with filler.open("wb", buffering=0) as f:
-        while True:
-            try:
-                f.write(os.urandom(4096))
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-                return filler
+    with tmpfs(tmp_path / "state") as state:
+        yield state
 
 
 def test_a_full_state_directory_drops_records_and_calls_stay_managed(small_state, tmp_path,
@@ -92,7 +84,7 @@ def test_a_full_state_directory_drops_records_and_calls_stay_managed(small_state
     d = start_daemon(tmp_path)
     try:
         tree, sock = register(d, scratch, "c1", POLICY)
-        filler = _fill(small_state)
+        filler = fill_fs(small_state)
         for _ in range(3):
             c = start_call(sock, tree.framework, "echo hi", wait="exit")
             assert c.reply["ok"], c.reply  # old code: internal error, the call unmanaged

@@ -1,13 +1,13 @@
 """Faults around a container's life on real podman (runc on this host): a start that fails after
 prestart leaves nothing behind; a slot annotation copied into another container takes nothing
-over (issue 15 rows 6 and 10)."""
+over; a full state directory refuses no container (issue 15 rows 6, 10, 8)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tests.daemon_support import wait_for
+from tests.daemon_support import fill_fs, tmpfs, wait_for
 from tests.podman_support import IMAGE, agentshim_fixture, cgroup_lines, run_container
 
 ash = agentshim_fixture("ashim-faults")
@@ -64,3 +64,25 @@ def test_a_copied_slot_annotation_takes_nothing_over(ash):
             assert r.returncode == 0, r.stderr
             assert "running unmanaged" not in r.stderr, r.stderr
             assert "/tools/call-" in cgroup_lines(r.stdout)["memory"], r.stdout
+
+
+def test_a_full_state_directory_refuses_no_container_and_its_calls_stay_managed(ash, tmp_path):
+    ash.stop_daemon()  # the next hook starts one whose state is on the small tmpfs
+    try:
+        with tmpfs(ash.state_dir, "8m"):
+            ash.run_rm(tmp_path / "warm", "true")  # the bash copy is stored, the daemon runs
+            fill_fs(ash.state_dir)
+            with run_container(ash.hooked, ash.name(), "--annotation",
+                               "io.agentshim.enable=true") as c:
+                r = c.exec("bash", "-c", "cat /proc/self/cgroup")
+                assert r.returncode == 0, r.stderr
+                assert "Traceback" not in r.stderr and "unmanaged" not in r.stderr, r.stderr
+                assert "/tools/call-" in cgroup_lines(r.stdout)["memory"], r.stdout
+                assert ash.status()["dropped_log_lines"] > 0
+            wait_for(lambda: c.id not in [x["id"] for x in ash.status()["containers"]],
+                     what="the container to be unregistered")
+            assert not _cgroups_of(c.id), "cgroups left behind"
+            log = (ash.state_dir / "agentshimd.log").read_text()
+            assert "Traceback" not in log, log[-3000:]
+    finally:
+        ash.stop_daemon()
