@@ -58,6 +58,9 @@ class ActiveCall:
     freeze_reason: str = ""
     at_budget_since: float | None = None  # monotonic; reset when a daemon adopts the call
     commands: list[str] = field(default_factory=list)
+    #: its record is written but processes it started are still running (`cmd &`): it stays
+    #: under the ladder until its cgroup is empty, then the reaper removes it
+    recorded: bool = False
 
     def settle_frozen(self, now: float) -> float:
         """End a frozen stretch (if any) at wall time `now`: add it to frozen_s; its length."""
@@ -257,7 +260,7 @@ class Broker:
             raise Refused("bad call number") from e
         with ctr.lock:
             call = ctr.calls.get(seq)
-            if call is None:
+            if call is None or call.recorded:
                 late = self._recent.get((ctr.id, seq))
                 if late is not None:  # the reaper wrote it first: still tell the agent
                     return {"ok": True, "notice": self.notice(late)}
@@ -277,7 +280,11 @@ class Broker:
         cg = self.tree(ctr).call(call.seq)
         cg.wait_empty(timeout_s=1.0)
         call.settle_frozen(time.time())
-        if self.enforcer is not None:
+        try:
+            lingering = cg.populated() if cg.exists() else False
+        except CgroupError:
+            lingering = False
+        if self.enforcer is not None and not lingering:
             self.enforcer.call_finished(ctr, call)
         rec: dict[str, Any] = {
             "container": ctr.id, "call": call.seq, "command": call.command,
@@ -300,7 +307,6 @@ class Broker:
             rec["read_error"] = str(e)
         with contextlib.suppress(CgroupError, ValueError):
             rec["stall_us"] = cg.pressure().some.total_us
-        lingering = cg.populated() if cg.exists() else False
         rec["lingering"] = lingering
         self.events.appender.append(self.state_dir / "calls" / f"{ctr.id}.jsonl",
                                     json.dumps(rec) + "\n")
@@ -308,7 +314,10 @@ class Broker:
                           else "poll", exit=exit_status, peak_bytes=rec.get("peak_bytes"),
                           duration_s=rec["duration_s"])
         with ctr.lock:
-            ctr.calls.pop(call.seq, None)
+            if lingering:  # the ladder skips ended calls: this one is not done
+                call.recorded, call.ended_at = True, None
+            else:
+                ctr.calls.pop(call.seq, None)
             self._recent[(ctr.id, call.seq)] = rec
             while len(self._recent) > 256:
                 self._recent.pop(next(iter(self._recent)))
@@ -324,6 +333,17 @@ class Broker:
         else:
             tidy()
         return rec
+
+    def retire(self, ctr: ManagedContainer, call: ActiveCall) -> None:
+        """A recorded call's last process is gone: off the ladder, its cgroup removed."""
+        if self.enforcer is not None:
+            self.enforcer.call_finished(ctr, call)
+        with ctr.lock:
+            ctr.calls.pop(call.seq, None)
+        self.events.write(ctr.id, "call_gone", call.seq, "poll", killed=call.killed or None)
+        self.persist_locked(ctr)
+        with contextlib.suppress(CgroupError):
+            self.tree(ctr).call(call.seq).remove_tree(kill=False)
 
     @staticmethod
     def notice(rec: dict[str, Any]) -> str:
@@ -350,7 +370,8 @@ class Broker:
 
     def reap(self, ctr: ManagedContainer, grace_s: float = 2.0) -> list[dict[str, Any]]:
         """Finish calls whose cgroup has been empty for grace_s without an end report
-        (the wrapper died); returns their records."""
+        (the wrapper died), returning their records; retire recorded calls whose lingering
+        processes are all gone."""
         done = []
         now = time.monotonic()
         for call in list(ctr.calls.values()):
@@ -359,6 +380,10 @@ class Broker:
                 empty = not cg.exists() or not cg.populated()
             except CgroupError:
                 empty = True
+            if call.recorded:
+                if empty:
+                    self.retire(ctr, call)
+                continue
             if not empty:
                 call.empty_since = None
                 continue

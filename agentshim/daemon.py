@@ -217,7 +217,9 @@ class Daemon:
                         "dropped_log_lines": self.broker.events.appender.dropped,
                         "warnings": status_warnings(accepting)
                         + self._log_warnings(), "containers": [
-                    {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
+                    {"id": c.id, "pid": c.pid, "slot": c.slot,
+                     "active_calls": sum(1 for x in c.calls.values() if not x.recorded),
+                     "lingering_calls": sum(1 for x in c.calls.values() if x.recorded),
                      "frozen_calls": sum(1 for x in c.calls.values()
                                          if x.frozen_since is not None),
                      "next_call": c.next_seq} for c in self.containers.values()]}
@@ -266,6 +268,9 @@ class Daemon:
     def _finish_container(self, ctr: ManagedContainer) -> dict[str, Any]:
         # calls are written off here: a frozen one must be let go (poststop kills the tree)
         for call in list(ctr.calls.values()):
+            if call.recorded:  # its record is written: only its lingering processes are left
+                self.broker.retire(ctr, call)
+                continue
             call.ended_at = call.ended_at or time.time()
             self.broker.finish(ctr, call, exit_status=None, reason="container_stopped")
         summary = summarize(self.state_dir / "calls" / f"{ctr.id}.jsonl", ctr.id)

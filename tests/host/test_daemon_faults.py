@@ -1,6 +1,7 @@
 """agentshimd under faults, for real (a daemon process, real cgroups standing in for a
 container's): a kill -9 mid-call leaves no orphan call cgroup that blocks later calls; a full
-state directory costs records, never management (issue 15 rows 11, 8)."""
+state directory costs records, never management; a call whose process outlives its end stays
+under the ladder until its cgroup is empty (issue 15 rows 11, 8, 5)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,31 @@ def test_jsonl_files_rotate_at_their_size_keeping_one_old(tmp_path):
     kept = read_jsonl(old) + read_jsonl(path)
     assert [r["n"] for r in kept] == list(range(40 - len(kept), 40))  # newest, in order
     assert len(kept) >= 10 and not list(tmp_path.glob("c.jsonl.2"))
+
+
+def test_a_call_that_outlives_its_end_stays_under_the_ladder_then_goes(daemon, scratch):
+    tree, sock = register(daemon, scratch, "c1",
+                          "memory: {total: 1G, tool_default: 64M}\nfreeze_timeout: 2s\n")
+    # `cmd &`: the call's process keeps going over its budget after the wrapper's end
+    call = start_call(sock, tree.framework, "python big.py &", mb=240, step_mb=8)
+    try:
+        end = end_call(sock, tree.framework, call.seq, 0)
+        assert end["ok"], end
+        assert daemon.records("c1")[-1]["lingering"] is True
+        assert call.proc.poll() is None, "it was meant to outlive the end report"
+        st = daemon.status()["containers"][0]
+        assert (st["active_calls"], st["lingering_calls"]) == (0, 1), st
+        wait_for(lambda: call.proc.poll() is not None, timeout_s=40,
+                 what="the lingering call to be killed by the ladder (frozen, then killed)")
+        assert call.proc.returncode == -9
+        kinds = [(e["action"], e["call"]) for e in daemon.events("c1")]
+        assert ("freeze", call.seq) in kinds and ("kill", call.seq) in kinds, kinds
+        wait_for(lambda: ("call_gone", call.seq) in
+                 [(e["action"], e["call"]) for e in daemon.events("c1")],
+                 what="the call to be retired")
+        wait_for(lambda: call_dirs(tree.root) == [], what="its cgroup to be removed")
+        st = daemon.status()["containers"][0]
+        assert (st["active_calls"], st["lingering_calls"]) == (0, 0), st
+        assert len(daemon.records("c1")) == 1  # one record: written at its end
+    finally:
+        call.stop()
