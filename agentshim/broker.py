@@ -72,6 +72,9 @@ class ActiveCall:
     admission_wait_s: float = 0.0  # how long it waited at start for room
     admission: str = ""  # why it waited ("" when it did not)
     commands: list[str] = field(default_factory=list)
+    #: its record is written but processes it started are still running (`cmd &`): it stays
+    #: under the ladder until its cgroup is empty, then the reaper removes it
+    recorded: bool = False
 
     def settle_frozen(self, now: float) -> float:
         """End a frozen stretch (if any) at wall time `now`: add it to frozen_s; its length."""
@@ -94,6 +97,8 @@ class ManagedContainer:
     policy_yaml: str
     next_seq: int = 1
     calls: dict[int, ActiveCall] = field(default_factory=dict)
+    #: start time of pid (/proc/PID/stat field 22) when registered: a reused pid is not it
+    pid_start: int | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     #: its ContainerTree, made on first use (Broker.tree); never persisted
     tree: ContainerTree | None = field(default=None, repr=False, compare=False)
@@ -102,6 +107,7 @@ class ManagedContainer:
         """The persisted form (state_dir/containers/ID.json)."""
         return {"id": self.id, "slot": self.slot, "pid": self.pid, "cgroup": self.cgroup,
                 "policy_yaml": self.policy_yaml, "next_seq": self.next_seq,
+                "pid_start": self.pid_start,
                 "calls": {str(k): asdict(v) for k, v in self.calls.items()}}
 
     @classmethod
@@ -111,7 +117,26 @@ class ManagedContainer:
         calls = {int(k): ActiveCall(**{f: x for f, x in v.items() if f in known})
                  for k, v in d.get("calls", {}).items()}
         return cls(id=d["id"], slot=d["slot"], pid=int(d["pid"]), cgroup=dict(d["cgroup"]),
-                   policy_yaml=d["policy_yaml"], next_seq=int(d.get("next_seq", 1)), calls=calls)
+                   policy_yaml=d["policy_yaml"], next_seq=int(d.get("next_seq", 1)), calls=calls,
+                   pid_start=None if d.get("pid_start") is None else int(d["pid_start"]))
+
+    def alive(self) -> bool:
+        """True while the container's process runs (the same process: its start time
+        matches; a zombie counts as gone)."""
+        now = proc_start_time(self.pid)
+        return now is not None and (self.pid_start is None or now == self.pid_start)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a live process (clock ticks since boot, /proc/PID/stat field 22); None
+    when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def command_of(argv: list[str]) -> str:
@@ -178,11 +203,17 @@ class Broker:
         return p
 
     def persist(self, ctr: ManagedContainer) -> None:
-        """Write the container's state atomically (a restart picks it up)."""
+        """Write the container's state atomically (a restart picks it up). A state directory
+        that is full keeps the last state written; the failure is counted with the dropped
+        log lines, never an error for the request."""
         path = self.state_dir / "containers" / f"{ctr.id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ctr.to_json()))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(ctr.to_json()))
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            self.events.appender.drop(path, e)
 
     def forget(self, ctr: ManagedContainer) -> None:
         """Drop the persisted state of a container."""
@@ -296,7 +327,7 @@ class Broker:
             raise Refused("bad call number") from e
         with ctr.lock:
             call = ctr.calls.get(seq)
-            if call is None:
+            if call is None or call.recorded:
                 late = self._recent.get((ctr.id, seq))
                 if late is not None:  # the reaper wrote it first: still tell the agent
                     return {"ok": True, "notice": self.notice(late)}
@@ -316,7 +347,11 @@ class Broker:
         cg = self.tree(ctr).call(call.seq)
         cg.wait_empty(timeout_s=1.0)
         call.settle_frozen(time.time())
-        if self.enforcer is not None:
+        try:
+            lingering = cg.populated() if cg.exists() else False
+        except CgroupError:
+            lingering = False
+        if self.enforcer is not None and not lingering:
             self.enforcer.call_finished(ctr, call)
         rec: dict[str, Any] = {
             "container": ctr.id, "call": call.seq, "command": call.command,
@@ -342,15 +377,17 @@ class Broker:
         self.peaks.add(call.category, int(rec.get("peak_bytes") or 0))
         with contextlib.suppress(CgroupError, ValueError):
             rec["stall_us"] = cg.pressure().some.total_us
-        lingering = cg.populated() if cg.exists() else False
         rec["lingering"] = lingering
-        with (self.state_dir / "calls" / f"{ctr.id}.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.events.appender.append(self.state_dir / "calls" / f"{ctr.id}.jsonl",
+                                    json.dumps(rec) + "\n")
         self.events.write(ctr.id, "call_end", call.seq, "wrapper" if reason == "reported"
                           else "poll", exit=exit_status, peak_bytes=rec.get("peak_bytes"),
                           duration_s=rec["duration_s"])
         with ctr.lock:
-            ctr.calls.pop(call.seq, None)
+            if lingering:  # the ladder skips ended calls: this one is not done
+                call.recorded, call.ended_at = True, None
+            else:
+                ctr.calls.pop(call.seq, None)
             self._recent[(ctr.id, call.seq)] = rec
             while len(self._recent) > 256:
                 self._recent.pop(next(iter(self._recent)))
@@ -367,6 +404,18 @@ class Broker:
         else:
             tidy()
         return rec
+
+    def retire(self, ctr: ManagedContainer, call: ActiveCall) -> None:
+        """A recorded call's last process is gone: off the ladder, its cgroup removed."""
+        if self.enforcer is not None:
+            self.enforcer.call_finished(ctr, call)
+        with ctr.lock:
+            ctr.calls.pop(call.seq, None)
+        self.events.write(ctr.id, "call_gone", call.seq, "poll", killed=call.killed or None)
+        self.room.wake()
+        self.persist_locked(ctr)
+        with contextlib.suppress(CgroupError):
+            self.tree(ctr).call(call.seq).remove_tree(kill=False)
 
     @staticmethod
     def notice(rec: dict[str, Any]) -> str:
@@ -393,7 +442,8 @@ class Broker:
 
     def reap(self, ctr: ManagedContainer, grace_s: float = 2.0) -> list[dict[str, Any]]:
         """Finish calls whose cgroup has been empty for grace_s without an end report
-        (the wrapper died); returns their records."""
+        (the wrapper died), returning their records; retire recorded calls whose lingering
+        processes are all gone."""
         done = []
         now = time.monotonic()
         for call in list(ctr.calls.values()):
@@ -402,6 +452,10 @@ class Broker:
                 empty = not cg.exists() or not cg.populated()
             except CgroupError:
                 empty = True
+            if call.recorded:
+                if empty:
+                    self.retire(ctr, call)
+                continue
             if not empty:
                 call.empty_since = None
                 continue

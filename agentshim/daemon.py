@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentshim import paths
+from agentshim import hooks, paths
 from agentshim.acceptor import Acceptor, ByteBudget
-from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused
-from agentshim.cgroups import detect_layout
+from agentshim.broker import AFTER_REPLY, Broker, ManagedContainer, Refused, proc_start_time
+from agentshim.cgroups import CALL_PREFIX, CgroupError, detect_layout
 from agentshim.enforce.enforcer import Enforcer
 from agentshim.enforce.eventlog import read_jsonl
 from agentshim.policy import PolicyInvalid
@@ -113,15 +113,40 @@ class Daemon:
 
     def _adopt(self, ctr: ManagedContainer) -> None:
         """Take over a container persisted by an earlier daemon, if it still runs."""
-        if not Path(f"/proc/{ctr.pid}").exists():
-            log.info("container %s is gone; finishing its records", ctr.id[:12])
-            self._finish_container(ctr)
+        if ctr.pid_start is None:  # persisted by a daemon that did not record it
+            ctr.pid_start = proc_start_time(ctr.pid)
+        if not ctr.alive():
+            with self.lock:
+                self.containers[ctr.id] = ctr
+            self._gone(ctr)
             return
         for call in ctr.calls.values():
             call.empty_since = None
             call.at_budget_since = None
+        self._orphan_calls(ctr)
         self._serve_container(ctr)
         self.enforcer.add_container(ctr)
+
+    def _orphan_calls(self, ctr: ManagedContainer) -> None:
+        """Call cgroups an earlier daemon left without a record (killed between making one
+        and persisting it): killed and removed, and numbers are never reused, so the next
+        call does not meet an old directory (in any hierarchy)."""
+        tree = self.broker.tree(ctr)
+        seqs = set()
+        for d in tree.tools.dirs.values():
+            with contextlib.suppress(OSError):
+                names = [p.name.removeprefix(CALL_PREFIX) for p in d.glob(CALL_PREFIX + "*")]
+                seqs |= {int(n) for n in names if n.isdigit()}
+        for seq in sorted(seqs - set(ctr.calls)):
+            log.info("%s: removing call %d, unknown to this daemon", ctr.id[:12], seq)
+            try:
+                tree.remove_call(seq, kill=True)
+            except CgroupError as e:
+                log.warning("%s: cannot remove orphan call %d: %s", ctr.id[:12], seq, e)
+        if seqs and max(seqs) >= ctr.next_seq:
+            ctr.next_seq = max(seqs) + 1
+            with contextlib.suppress(OSError):
+                self.broker.persist(ctr)
 
     def _serve_container(self, ctr: ManagedContainer) -> None:
         sock_path = paths.slots_dir() / ctr.slot / "broker.sock"
@@ -191,12 +216,21 @@ class Daemon:
                 return {"ok": True, "pid": os.getpid(), "cgroups": self.layout.mode,
                         "enforcer": self.enforcer.status(), "accepting": accepting,
                         "waiting_calls": self.broker.room.waiting(),
-                        "warnings": status_warnings(accepting), "containers": [
-                    {"id": c.id, "pid": c.pid, "slot": c.slot, "active_calls": len(c.calls),
+                        "dropped_log_lines": self.broker.events.appender.dropped,
+                        "warnings": status_warnings(accepting)
+                        + self._log_warnings(), "containers": [
+                    {"id": c.id, "pid": c.pid, "slot": c.slot,
+                     "active_calls": sum(1 for x in c.calls.values() if not x.recorded),
+                     "lingering_calls": sum(1 for x in c.calls.values() if x.recorded),
                      "frozen_calls": sum(1 for x in c.calls.values()
                                          if x.frozen_since is not None),
                      "next_call": c.next_seq} for c in self.containers.values()]}
         raise Refused(f"unknown op {op!r} (expected register, unregister or status)")
+
+    def _log_warnings(self) -> list[str]:
+        app = self.broker.events.appender
+        return [f"{app.dropped} event/record line(s) dropped ({app.last_error})"
+                ] if app.dropped else []
 
     def _register(self, req: dict[str, Any]) -> dict[str, Any]:
         cid, slot = str(req.get("id", "")), str(req.get("slot", ""))
@@ -208,6 +242,7 @@ class Daemon:
         ctr = ManagedContainer(id=cid, slot=slot, pid=int(req.get("pid", 0)),
                                cgroup={str(k): str(v) for k, v in cgroup.items()},
                                policy_yaml=str(req.get("policy_yaml", "")))
+        ctr.pid_start = proc_start_time(ctr.pid)
         try:
             self.broker.policy(ctr)  # refuse a bad policy here, not at the first call
         except PolicyInvalid as e:
@@ -235,19 +270,45 @@ class Daemon:
     def _finish_container(self, ctr: ManagedContainer) -> dict[str, Any]:
         # calls are written off here: a frozen one must be let go (poststop kills the tree)
         for call in list(ctr.calls.values()):
+            if call.recorded:  # its record is written: only its lingering processes are left
+                self.broker.retire(ctr, call)
+                continue
             call.ended_at = call.ended_at or time.time()
             self.broker.finish(ctr, call, exit_status=None, reason="container_stopped")
         summary = summarize(self.state_dir / "calls" / f"{ctr.id}.jsonl", ctr.id)
         out = self.state_dir / "summaries"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{ctr.id}.json").write_text(json.dumps(summary, indent=1))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{ctr.id}.json").write_text(json.dumps(summary, indent=1))
+        except OSError as e:  # the state directory is full: the records still say it all
+            log.warning("cannot write the summary of %s: %s", ctr.id[:12], e)
         self.broker.forget(ctr)
         return summary
+
+    def _gone(self, ctr: ManagedContainer) -> None:
+        """The container's process is gone without a poststop (its start failed after
+        prestart, or poststop has not run yet): the poststop teardown, done here."""
+        with self.lock:
+            if self.containers.get(ctr.id) is not ctr:  # unregistered (or registered anew)
+                return
+        log.info("container %s is gone; tearing it down", ctr.id[:12])
+        hooks.teardown(ctr.id, ctr.slot, unregister=lambda cid: self._unregister_if(ctr),
+                       cgroup=ctr.cgroup)
+
+    def _unregister_if(self, ctr: ManagedContainer) -> None:
+        """_unregister of ctr, unless another registration of its id replaced it."""
+        with self.lock:
+            if self.containers.get(ctr.id) is not ctr:
+                return
+        self._unregister(ctr.id)
 
     def _reaper(self) -> None:
         while not self.stopping.wait(0.25):
             for ctr in list(self.containers.values()):
                 try:
+                    if not ctr.alive():
+                        self._gone(ctr)
+                        continue
                     for rec in self.broker.reap(ctr):
                         log.info("%s call %s ended without a report", ctr.id[:12], rec["call"])
                 except Exception:

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,50 @@ def _plan_path(slot: str) -> Path:
     return _hooks_state() / f"slot-{slot}.json"
 
 
+def _claim_path(slot: str) -> Path:
+    """Which container owns a slot: written once (O_EXCL) by that container's prestart."""
+    return _hooks_state() / "claims" / slot
+
+
+def managed(annotations: dict[str, str]) -> bool:
+    """Whether the annotations ask for agentshim (the precedence of
+    policy.policy_from_annotations, without parsing a policy: prestart and poststop of an
+    unmanaged container must not act on a copied io.agentshim.slot)."""
+    from agentshim.policy import ANNOTATION_ENABLE, ANNOTATION_POLICY, ANNOTATION_PROFILE
+
+    inline = annotations.get(ANNOTATION_POLICY)
+    if isinstance(inline, str) and inline.strip():
+        return True
+    if annotations.get(ANNOTATION_PROFILE) is not None:
+        return True
+    return str(annotations.get(ANNOTATION_ENABLE, "")).strip().lower() in (
+        "true", "1", "yes", "on")
+
+
+def claim_slot(slot: str, cid: str) -> None:
+    """Bind the slot to container cid (first claim wins; the same container may claim again).
+    The claim is a symlink naming cid: made atomically, and it needs no data block on a full
+    tmpfs. Raises HookError when another container holds it, OSError when it cannot be made."""
+    path = _claim_path(slot)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.symlink(cid, path)
+    except FileExistsError:
+        owner = slot_owner(slot)
+        if owner != cid:
+            raise HookError(f"agentshim: slot {slot} belongs to container "
+                            f"{(owner or '?')[:12]}; io.agentshim.slot must not be copied "
+                            "from another container") from None
+
+
+def slot_owner(slot: str) -> str | None:
+    """The container that claimed the slot, or None."""
+    try:
+        return os.readlink(_claim_path(slot)) or None
+    except OSError:
+        return None
+
+
 def make_plan(policy: pol.Policy) -> dict[str, Any]:
     """The container-level budgets (bytes, None = no limit) and the policy for agentshimd."""
     import yaml
@@ -152,8 +197,12 @@ def _load_plan(slot: str) -> dict[str, Any] | None:
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- precreate ------------------------------------------------------------------------------
@@ -179,7 +228,10 @@ def edit_config(config: dict[str, Any], bundle: Path | None = None) -> dict[str,
     slot = os.urandom(8).hex()
     slot_dir = paths.slots_dir() / slot
     slot_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    _write_json(_plan_path(slot), make_plan(policy))
+    try:
+        _write_json(_plan_path(slot), make_plan(policy))
+    except OSError as e:  # e.g. the state directory is full: prestart parses the annotations
+        print(f"agentshim: warning: cannot write the plan: {e.strerror or e}", file=sys.stderr)
     mounts = config.setdefault("mounts", [])
     mounts.append({"destination": paths.CONTAINER_RUN_DIR, "type": "bind",
                    "source": str(slot_dir), "options": ["bind", "rw", "nosuid", "nodev"]})
@@ -253,6 +305,8 @@ def prestart(state: dict[str, Any]) -> str:
     """Build the tree, move the container into framework/, register with agentshimd.
     Returns a one-line status; a daemon that cannot be reached is a warning (fail-open)."""
     annotations = state.get("annotations") or {}
+    if not managed(annotations):  # never act on a slot annotation copied into it
+        return "not managed"
     slot = str(annotations.get(ANNOTATION_SLOT) or "")
     plan = _load_plan(slot)
     if plan is None:  # no precreate plan (or an engine that lost it): parse the annotations
@@ -266,6 +320,11 @@ def prestart(state: dict[str, Any]) -> str:
     from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, TreeBudget, detect_layout
 
     cid, pid = str(state["id"]), int(state["pid"])
+    try:
+        claim_slot(slot, cid)
+    except OSError as e:
+        return (f"agentshim: warning: cannot claim slot {slot} in {_hooks_state()}: "
+                f"{e.strerror or e}; tool calls run unmanaged")
     root = Cgroup.of_pid(detect_layout(), pid)
     tree = ContainerTree(root)
     try:
@@ -274,7 +333,12 @@ def prestart(state: dict[str, Any]) -> str:
     except CgroupError as e:
         raise HookError(f"agentshim: cannot build the cgroup tree: {e}") from e
     cgroup = {k: str(v) for k, v in root.dirs.items()}
-    _write_json(_record_path(cid), {"slot": slot, "cgroup": cgroup})
+    note = ""
+    try:
+        _write_json(_record_path(cid), {"slot": slot, "cgroup": cgroup})
+    except OSError as e:  # the state directory is full: agentshimd tears it down instead
+        note = (f"agentshim: warning: cannot write {_record_path(cid)}: {e.strerror or e}; "
+                "agentshimd removes the tree when the container stops")
     try:
         reply = register({"op": "register", "id": cid, "pid": pid, "slot": slot,
                           "cgroup": cgroup, "policy_yaml": plan["policy_yaml"]})
@@ -282,30 +346,41 @@ def prestart(state: dict[str, Any]) -> str:
         return f"agentshim: warning: {e}; tool calls run unmanaged (limits still apply)"
     if not reply.get("ok"):
         return f"agentshim: warning: agentshimd refused registration: {reply.get('error')}"
-    return f"managed: {reply.get('socket')}"
+    return note or f"managed: {reply.get('socket')}"
 
 
 # --- poststop / teardown --------------------------------------------------------------------
 
 
-def teardown(cid: str, slot: str = "") -> str:
+def teardown(cid: str, slot: str = "", is_managed: bool = True,
+             unregister: Callable[[str], object] | None = None,
+             cgroup: dict[str, str] | None = None) -> str:
     """Idempotent: unregister (agentshimd writes the summary), remove the tree, the container
-    cgroup the runtime could not remove because of it, the slot directory and the plan.
-    `slot` (from the annotations) is used when prestart never ran."""
+    cgroup the runtime could not remove because of it, and the slot directory, plan and claim
+    when this container owns the slot. `slot` (from the annotations) is used when prestart
+    never ran; `is_managed` False (annotations without agentshim) never touches a slot.
+    `unregister` is agentshimd's own (its reaper, for a container whose poststop never ran),
+    with the `cgroup` it registered (used when prestart could not write its record);
+    without it the control socket is asked."""
     rec: dict[str, Any] = {}
     if cid and "/" not in cid:
         with contextlib.suppress(OSError, ValueError):
             rec = json.loads(_record_path(cid).read_text())
     slot = str(rec.get("slot") or slot)
-    if not rec and not (_safe_slot(slot) and (paths.slots_dir() / slot).exists()):
+    owner = slot_owner(slot) if _safe_slot(slot) else None
+    owns = _safe_slot(slot) and (owner == cid or (owner is None and (bool(rec) or is_managed)))
+    if not rec and unregister is None and not (owns and (paths.slots_dir() / slot).exists()):
         return "nothing to do"
-    if rec:
+    if unregister is not None:
+        unregister(cid)
+    elif rec:
         with contextlib.suppress(DaemonUnavailable):
             request(paths.control_socket(), {"op": "unregister", "id": cid}, timeout_s=10.0)
-        _remove_tree(rec.get("cgroup") or {})
-    if _safe_slot(slot):
+    _remove_tree(rec.get("cgroup") or cgroup or {})
+    if owns:
         shutil.rmtree(paths.slots_dir() / slot, ignore_errors=True)
         _plan_path(slot).unlink(missing_ok=True)
+        _claim_path(slot).unlink(missing_ok=True)
     _record_path(cid).unlink(missing_ok=True)
     return "cleaned up"
 
@@ -326,7 +401,8 @@ def _remove_tree(dirs: dict[str, str]) -> None:
 def poststop(state: dict[str, Any]) -> str:
     """The poststop hook: teardown() of the container in the OCI state."""
     annotations = state.get("annotations") or {}
-    return teardown(str(state.get("id", "")), str(annotations.get(ANNOTATION_SLOT) or ""))
+    return teardown(str(state.get("id", "")), str(annotations.get(ANNOTATION_SLOT) or ""),
+                    is_managed=managed(annotations))
 
 
 def read_state(text: str) -> dict[str, Any]:

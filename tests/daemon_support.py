@@ -98,6 +98,19 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=15)
 
+    def restart(self, kill: bool = False) -> dict[str, Any]:
+        """Stop the daemon (SIGKILL with kill=True: nothing of it runs after), start it again
+        with the same directories; its status once ready."""
+        if kill:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+        else:
+            self.stop()
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"],
+                                         env=self.env, stderr=f)
+        return self.wait_ready()
+
     def events(self, cid: str) -> list[dict[str, Any]]:
         path = self.state / "events" / f"{cid}.jsonl"
         if not path.exists():
@@ -279,6 +292,33 @@ def end_call(sock: Path, cg: Cgroup, seq: int, status: int) -> dict[str, Any]:
                          capture_output=True, text=True, timeout=30, check=True,
                          preexec_fn=lambda: cg.move(os.getpid()))
     return json.loads(out.stdout)
+
+
+@contextlib.contextmanager
+def tmpfs(at: Path, size: str = "2m"):
+    """A tmpfs of `size` mounted at the directory `at` (made if missing) while the block runs."""
+    at.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(at)], check=True)
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "-l", str(at)], check=True)
+
+
+def fill_fs(fs: Path) -> Path:
+    """Fill the filesystem holding directory fs to its last byte; the file that does it
+    (incompressible data: no filesystem gets it for free)."""
+    import errno
+
+    filler = fs / "filler"
+    with filler.open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(os.urandom(4096))
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return filler
 
 
 def wait_for(pred, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):

@@ -34,6 +34,8 @@ log = logging.getLogger("agentshimd.enforce")
 #: oom_score_adj of a tool call's processes by priority: the kernel's OOM killer, if it ever
 #: runs, picks tool calls (low priority first) before the agent framework.
 OOM_SCORE_ADJ = {"low": 900, "normal": 600, "high": 300}
+#: how long an admitted call's expected need holds room beyond its usage (admission)
+RESERVE_S = 5.0
 STALLED_FRACTION = 0.5  # memory stall share of wall time that counts as "held at budget"
 MAX_COMMANDS = 32
 
@@ -259,12 +261,15 @@ class Enforcer:
             return set(h.members) if h else set()
 
     def _unfilled(self, ctr: ManagedContainer) -> int:
-        """Bytes the container's running calls are expected to grow by still (each call's
-        expected need less its usage): admitted calls that have not grown yet hold room."""
+        """Bytes the container's young calls (started less than RESERVE_S ago) are expected
+        to grow by still, each call's expected need less its usage: two calls admitted a
+        moment apart must not both count on the same free memory. Older calls (a background
+        server left running, a call that lingers after its end) count by their usage only."""
         tree = self.broker.tree(ctr)
         total = 0
+        now = time.time()
         for call in list(ctr.calls.values()):
-            if call.need <= 0:
+            if call.need <= 0 or call.recorded or now - call.start > RESERVE_S:
                 continue
             try:
                 total += max(0, call.need - tree.call(call.seq).memory_usage())

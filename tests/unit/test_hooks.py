@@ -92,7 +92,8 @@ def test_teardown_is_idempotent_and_removes_the_slot_without_a_daemon(private, b
     slot = out["annotations"][hooks.ANNOTATION_SLOT]
     assert (paths.slots_dir() / slot).is_dir()
     # prestart never ran (no record): the slot from the annotations is enough
-    state = {"id": "c1", "annotations": {hooks.ANNOTATION_SLOT: slot}}
+    state = {"id": "c1", "annotations": {hooks.ANNOTATION_SLOT: slot,
+                                         "io.agentshim.policy": "memory: {total: 1G}"}}
     assert hooks.poststop(state) == "cleaned up"
     assert not (paths.slots_dir() / slot).exists()
     assert list((paths.state_dir() / "hooks").glob("*")) == []
