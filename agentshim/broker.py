@@ -69,6 +69,8 @@ class ActiveCall:
     freeze_reason: str = ""
     at_budget_since: float | None = None  # monotonic; reset when a daemon adopts the call
     need: int = 0  # bytes it was expected to need when admitted
+    offloaded_bytes: int = 0  # memory pushed out to swap while it was frozen
+    offload_s: float = 0.0  # time that took
     admission_wait_s: float = 0.0  # how long it waited at start for room
     admission: str = ""  # why it waited ("" when it did not)
     commands: list[str] = field(default_factory=list)
@@ -364,6 +366,8 @@ class Broker:
                    commands=call.commands)
         if call.admission:
             rec.update(admission_wait_s=call.admission_wait_s, admission=call.admission)
+        if call.offloaded_bytes:
+            rec.update(offloaded_bytes=call.offloaded_bytes, offload_s=round(call.offload_s, 3))
         if call.freeze_reason:
             rec["freeze_reason"] = call.freeze_reason
         if call.killed:

@@ -379,6 +379,21 @@ def find_tracefs(dirs: Iterable[Path] = TRACEFS_DIRS) -> Path | None:
     return None
 
 
+def check_swap(proc_swaps: Path | None = None) -> Check:
+    """Swap (zram, zswap, a file or partition): where a frozen call's memory is offloaded."""
+    from agentshim import swap
+
+    where = proc_swaps or swap.PROC_SWAPS
+    devs = swap.devices(where)
+    data = {"devices": [d.__dict__ for d in devs], "free_bytes": swap.free_bytes(where),
+            "zswap": swap.zswap_enabled()}
+    if not devs:
+        return Check("swap", WARN, "no swap: a frozen tool call keeps its memory resident "
+                     "(freezing postpones a kill; admission and the ladder still work)",
+                     swap.HOW_TO_ZRAM, False, data)
+    return Check("swap", OK, swap.describe(where), data=data)
+
+
 def check_tracefs(dirs: Sequence[Path] = TRACEFS_DIRS) -> Check:
     """tracefs mounted? BCC needs it to attach tracepoints."""
     found = find_tracefs(dirs)
@@ -984,6 +999,7 @@ def run_doctor(layout: Layout | None = None) -> Report:
         ("cgroups", lambda: check_cgroups(layout)),
         ("cgroupfs", lambda: check_cgroupfs_writable(layout)),
         ("psi", lambda: check_psi(layout)),
+        ("swap", check_swap),
         ("bcc", check_bcc),
         ("kernel-headers", check_kernel_headers),
         ("tracefs", check_tracefs),

@@ -11,7 +11,11 @@
 #   - a virtual environment (.venv) from /usr/bin/python3 with --system-site-packages (so the
 #     Debian bcc module imports), the project installed in it (editable) with its test extras
 #
-# Environment: VENV (default: <repo>/.venv), AGENTSHIM_SKIP_APT=1 to skip package installation.
+#   - a zram swap device (a quarter of memory, lz4) when the host has no swap, for offloading
+#     frozen tool calls (AGENTSHIM_ZRAM=0 to skip)
+#
+# Environment: VENV (default: <repo>/.venv), AGENTSHIM_SKIP_APT=1 to skip package installation,
+# AGENTSHIM_ZRAM=0 to leave swap alone.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -123,6 +127,35 @@ else
     mkdir -p /etc/containers
     printf '%s\n' "$want" > "$CONF"
     say "containers.conf: wrote $CONF (runtime=$RUNTIME, cgroup_manager=$CGMGR${ULIMITS:+, lowered ulimits})"
+fi
+
+# --- 4b. zram swap ---------------------------------------------------------------------------
+# Where agentshim offloads the memory of frozen tool calls. A compressed RAM swap device sized at
+# a quarter of memory (at most 8G), lz4. Left alone when the host has swap already, when
+# /dev/zram0 is taken, or with AGENTSHIM_ZRAM=0.
+if [ "${AGENTSHIM_ZRAM:-1}" = 0 ]; then
+    say "zram: skipped (AGENTSHIM_ZRAM=0)"
+elif [ "$(awk 'NR > 1' /proc/swaps | wc -l)" -gt 0 ]; then
+    say "zram: swap present already ($(awk 'NR > 1 {printf "%s ", $1}' /proc/swaps)); leaving it"
+else
+    [ -e /sys/block/zram0 ] || modprobe zram 2>/dev/null || true
+    if [ ! -e /sys/block/zram0 ]; then
+        say "zram: no zram device on this kernel; no swap (agentshim works without it)"
+    elif [ "$(cat /sys/block/zram0/disksize)" != 0 ]; then
+        say "zram: /dev/zram0 is configured by someone else; leaving it"
+    else
+        mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+        size=$(( mem_kb / 4 * 1024 )); max=$(( 8 << 30 )); (( size > max )) && size=$max
+        algo=lz4; grep -qw lz4 /sys/block/zram0/comp_algorithm || algo=$(tr -d '[]' < /sys/block/zram0/comp_algorithm | awk '{print $1}')
+        echo "$algo" > /sys/block/zram0/comp_algorithm
+        echo "$size" > /sys/block/zram0/disksize
+        if mkswap /dev/zram0 >/dev/null && swapon -p 100 /dev/zram0; then
+            say "zram: swap on /dev/zram0 ($(( size >> 20 )) MiB, $algo)"
+        else
+            echo 1 > /sys/block/zram0/reset || true
+            say "zram: could not turn /dev/zram0 on; no swap (agentshim works without it)"
+        fi
+    fi
 fi
 
 # --- 5. virtual environment -----------------------------------------------------------------

@@ -222,3 +222,38 @@ def agent_tree(scratch: Cgroup, workload: Callable[..., Workload],
     tree = ContainerTree(scratch)
     tree.build(budget)
     return tree, agent
+
+
+@pytest.fixture(scope="module")
+def swap() -> Iterator[int]:
+    """Free swap bytes for tests of offloading. Uses the host's swap when it has some (setup-
+    host.sh enables zram), else turns /dev/zram0 on (lz4, 2G) for the module and off after;
+    skips, saying why, when neither can be had."""
+    from agentshim import swap as sw
+
+    if sw.free_bytes() >= 512 << 20:
+        yield sw.free_bytes()
+        return
+    zram = Path("/sys/block/zram0")
+    if os.geteuid() == 0 and not zram.exists():  # a module on Debian's kernel (the VM)
+        subprocess.run(["modprobe", "zram"], check=False, capture_output=True)
+    if os.geteuid() != 0 or not zram.exists():
+        pytest.skip("needs swap: no free swap and no /dev/zram0 to turn on (root)")
+    if (zram / "disksize").read_text().strip() != "0":
+        pytest.skip("needs swap: /dev/zram0 is configured but not swapped on; not touching it")
+    try:
+        with contextlib.suppress(OSError):
+            (zram / "comp_algorithm").write_text("lz4")
+        (zram / "disksize").write_text(str(2 << 30))
+        subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
+        subprocess.run(["swapon", "-p", "100", "/dev/zram0"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        with contextlib.suppress(OSError):
+            (zram / "reset").write_text("1")
+        pytest.skip(f"needs swap: turning /dev/zram0 on failed: {e}")
+    try:
+        yield sw.free_bytes()
+    finally:
+        subprocess.run(["swapoff", "/dev/zram0"], check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            (zram / "reset").write_text("1")

@@ -492,6 +492,35 @@ class Cgroup:
             time.sleep(0.002)
         return True
 
+    # --- offloading -----------------------------------------------------------------------
+    def offload(self, target: int = 0, step: int = 64 << 20, deadline_s: float = 10.0) -> int:
+        """Push the cgroup's memory out (to swap, for anonymous pages) until its usage is
+        down to `target` bytes, no more goes, or deadline_s passes; meant for a frozen call,
+        whose pages then come back as it touches them after its thaw. v2 asks memory.reclaim;
+        v1 steps memory.limit_in_bytes down (each write reclaims, EBUSY when nothing more
+        goes) and restores it. Returns the bytes that went."""
+        before = self.memory_usage()
+        if before <= target:
+            return 0
+        if self.layout.mode == "v2":
+            with contextlib.suppress(CgroupError):  # EAGAIN: less went than asked
+                self.write("memory", "memory.reclaim", str(before - target))
+            return max(0, before - self.memory_usage())
+        orig = self.read("memory", "memory.limit_in_bytes").strip()
+        end = time.monotonic() + deadline_s
+        limit = before
+        try:
+            while limit > target and time.monotonic() < end:
+                limit = max(target, min(limit, self.memory_usage()) - step)
+                try:
+                    self.write("memory", "memory.limit_in_bytes", str(limit))
+                except CgroupError:
+                    break  # EBUSY: the kernel could not get usage under it
+        finally:
+            with contextlib.suppress(CgroupError):
+                self.write("memory", "memory.limit_in_bytes", orig)
+        return max(0, before - self.memory_usage())
+
     # --- killing --------------------------------------------------------------------------
     def kill(self) -> None:
         """SIGKILL every process in the cgroup and its descendants.

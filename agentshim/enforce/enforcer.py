@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -109,6 +110,11 @@ class Enforcer:
         self._to_arm: list[str] = []
         self._arm_lock = threading.Lock()
         self.waker = Waker(self._on_notify)
+        #: frozen calls whose memory is to be pushed out to swap (one worker: reclaim is slow)
+        self.offload_enabled = os.environ.get("AGENTSHIM_OFFLOAD", "1") != "0"
+        self._offloads: queue.Queue[tuple[ManagedContainer, ActiveCall, Cgroup] | None] = \
+            queue.Queue()
+        self.offloaded_bytes = 0
 
     # --- lifetime ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,6 +122,9 @@ class Enforcer:
         t = threading.Thread(target=self._run, name="ladder", daemon=True)
         t.start()
         self._threads.append(t)
+        o = threading.Thread(target=self._offload_run, name="offload", daemon=True)
+        o.start()
+        self._threads.append(o)
         if self.use_bpf:
             b = threading.Thread(target=self._bpf_run, name="bpf", daemon=True)
             b.start()
@@ -125,6 +134,7 @@ class Enforcer:
         """Stop the threads; BPF programs are detached and their maps freed."""
         self._stop.set()
         self._wake.set()
+        self._offloads.put(None)
         for t in self._threads:
             t.join(timeout=5)
         with self._bpf_lock:
@@ -508,6 +518,8 @@ class Enforcer:
                                   priority=call.priority, usage_bytes=usage,
                                   grant_bytes=call.grant)
                 log.info("%s call %d frozen: %s", ctr.id[:12], call.seq, a.reason)
+                if not a.for_budget and self.offload_enabled:
+                    self._offloads.put((ctr, call, cg))  # frozen for its scope: make room
             elif a.kind == "thaw" and call.frozen_since is not None:
                 cg.thaw(wait_s=0)
                 frozen = call.settle_frozen(now_w)
@@ -525,6 +537,35 @@ class Enforcer:
             else:
                 return
             self.broker.persist(ctr)
+
+    # --- offload -------------------------------------------------------------------------
+    def _offload_run(self) -> None:
+        from agentshim import swap
+
+        while True:
+            item = self._offloads.get()
+            if item is None or self._stop.is_set():
+                return
+            ctr, call, cg = item
+            try:
+                if call.frozen_since is None or swap.free_bytes() < swap.OFFLOAD_MIN_FREE:
+                    continue
+                t0 = time.monotonic()
+                n = cg.offload()
+                dt = time.monotonic() - t0
+                with ctr.lock:
+                    if n <= 0:
+                        continue
+                    call.offloaded_bytes += n
+                    call.offload_s += dt
+                    self.offloaded_bytes += n
+                self.events.write(ctr.id, "offload", call.seq, "ladder", bytes=n,
+                                  seconds=round(dt, 3), swap_free_bytes=swap.free_bytes())
+                log.info("%s call %d: %d MiB offloaded to swap in %.2f s", ctr.id[:12],
+                         call.seq, n >> 20, dt)
+                self.wake("notify")
+            except Exception:
+                log.exception("offload failed")
 
     # --- BPF -----------------------------------------------------------------------------
     def _bpf_run(self) -> None:

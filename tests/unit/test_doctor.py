@@ -565,9 +565,23 @@ def test_cli_text_json_and_exit_code(hybrid_layout: Layout,
 def test_run_doctor_is_complete_and_never_raises(hybrid_layout: Layout) -> None:
     report = d.run_doctor(hybrid_layout)
     names = [c.name for c in report.checks]
-    assert names == ["cgroups", "cgroupfs", "psi", "bcc", "kernel-headers", "tracefs",
+    assert names == ["cgroups", "cgroupfs", "psi", "swap", "bcc", "kernel-headers", "tracefs",
                      "bpf-syscall", "hook-points", "bpf-plan", "memcg-bpf-ops", "podman",
                      "podman-runtime", "podman-ulimits", "oci-hooks", "agentshimd"]
     assert all(c.status in (d.OK, d.WARN, d.MISSING) for c in report.checks)
     json.dumps(report.to_dict())
     assert os.path.isdir(hybrid_layout.v1["memory"])
+
+
+def test_check_swap_reads_proc_swaps(tmp_path: Path) -> None:
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n")
+    c = d.check_swap(swaps)
+    assert c.status == d.WARN and "zram" in c.fix and not c.required
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n"
+                     "/dev/zram0                              partition\t4194300\t1024\t100\n"
+                     "/swapfile                               file\t1048576\t0\t-2\n")
+    c = d.check_swap(swaps)
+    assert c.status == d.OK and "/dev/zram0 (zram, 4095 MiB, 1 MiB used)" in c.detail
+    assert "/swapfile (file" in c.detail
+    assert c.data["free_bytes"] == (4194300 - 1024 + 1048576) * 1024
