@@ -129,7 +129,8 @@ class _Parser:
             if quantified:
                 self.i = start
                 raise self.fail("multiple repeat")
-            if atom[0] in ("assert", "empty"):
+            if atom[0] == "assert":
+                self.i = start
                 raise self.fail("nothing to repeat")
             if self.peek() == "?":
                 self.i += 1  # lazy: the same texts match
@@ -167,7 +168,7 @@ class _Parser:
         c = self.peek()
         if c == "(":
             return self.group(depth)
-        if c in "*+?":
+        if c in "*+?" or (c == "{" and self.quantifier() is not None):
             raise self.fail("nothing to repeat")
         self.i += 1
         if c == ".":
@@ -285,6 +286,8 @@ class _Parser:
             first = False
             lo = self.class_item()
             if lo.classes or len(lo.ranges) != 1 or lo.ranges[0][0] != lo.ranges[0][1]:
+                if self.peek() == "-" and self.peek(1) not in ("]", ""):
+                    raise self.fail("bad character range")
                 ranges.extend(lo.ranges)
                 classes.extend(lo.classes)
                 continue
