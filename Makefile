@@ -3,7 +3,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup demo test test-host test-vm lint clean wrapper install uninstall bench
+.PHONY: setup demo test test-host test-vm fuzz lint clean wrapper install uninstall bench
 
 setup:  ## install and configure everything (idempotent)
 	bash packaging/setup-host.sh
@@ -22,6 +22,9 @@ test-host: setup
 
 test-vm: setup
 	$(PY) tests/run_tiers.py --tier vm
+
+fuzz: setup  ## the property tests of tests/fuzz with many examples (HYPOTHESIS_PROFILE=fuzz)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 HOOKS_DIR ?= /usr/share/containers/oci/hooks.d
 LIBEXEC ?= /usr/libexec/agentshim

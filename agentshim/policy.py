@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import difflib
-import functools
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Final, NamedTuple
 
 import yaml
 
+from agentshim.patterns import PatternError, compile_pattern
 from agentshim.units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [
@@ -424,44 +424,15 @@ def _memory(section: Any, err: _Err) -> tuple[MemoryPolicy | None, int | None]:
     return MemoryPolicy(total, protect, tools, tool_default), tools
 
 
-def _nested_repeats(tree: Any, inside: bool = False) -> bool:
-    """True when a parsed regex has a variable repeat inside an unbounded one (``(a+)+``,
-    ``(a|b?)*``, ``(x{1,3})*``): the shapes that backtrack exponentially."""
-    from re import _constants, _parser  # private, but stable in 3.11-3.13; see caller
-
-    repeats = (_constants.MAX_REPEAT, _constants.MIN_REPEAT)
-    for item in tree if isinstance(tree, _parser.SubPattern | list | tuple) else ():
-        if isinstance(item, tuple) and len(item) == 2 and item[0] in repeats:
-            low, high, sub = item[1]
-            if inside and low != high:
-                return True
-            if _nested_repeats(sub, inside or high == _constants.MAXREPEAT):
-                return True
-        elif isinstance(item, tuple | list | _parser.SubPattern) and _nested_repeats(item, inside):
-            return True
-    return False
-
-
 def _regex_problem(body: str) -> str | None:
-    """Why a user regex is refused: it does not compile, or it nests unbounded repeats
-    (``(a+)+``), which can take exponential time on a command line the agent controls."""
+    """Why a user regex is refused: too long, or outside the linear-time language of
+    :mod:`agentshim.patterns` (backreferences, lookaround, ...), or malformed."""
     if len(body) > 500:
         return "longer than 500 characters"
     try:
-        re.compile(body)
-    except re.error as exc:
+        compile_pattern(body)
+    except PatternError as exc:
         return str(exc)
-    except (RecursionError, OverflowError, ValueError) as exc:
-        return f"cannot compile: {type(exc).__name__}"
-    try:
-        from re import _parser
-
-        nested = _nested_repeats(_parser.parse(body))
-    except Exception:  # the private parser changed: skip the extra check
-        return None
-    if nested:
-        return ("a repeat inside an unbounded repeat, like (a+)+, can take exponential "
-                "time; rewrite it without nesting")
     return None
 
 
@@ -1364,18 +1335,13 @@ def _builtin_category(words: list[str]) -> str:
     return "other"
 
 
-@functools.lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern[str] | None:
-    try:
-        return re.compile(pattern)
-    except re.error:
-        return None
-
-
 def _pattern_matches(pattern: str, text: str) -> bool:
     if pattern.startswith(_REGEX_PREFIX):
-        rx = _compiled(pattern[len(_REGEX_PREFIX):])
-        return rx is not None and rx.search(text) is not None
+        try:
+            rx = compile_pattern(pattern[len(_REGEX_PREFIX):])
+        except PatternError:
+            return False
+        return rx.search(text)
     return pattern in text
 
 
