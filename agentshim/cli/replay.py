@@ -115,6 +115,8 @@ def execute(config: object, as_json: bool, plot: Path | None,
               help="agentshim policy: how long a call may stay frozen before it is killed.")
 @click.option("--max-duration", type=float, callback=_positive, metavar="S",
               help="Replay only the first S seconds of each trace (trace time).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="A tenant re-runs a killed tool call up to N times, then counts it failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the plot (PNG) here.")
@@ -122,7 +124,7 @@ def execute(config: object, as_json: bool, plot: Path | None,
 @click.option("--keep", is_flag=True, help="Keep the tenants' files (logs, schedules).")
 def replay(traces: tuple[Path, ...], tenants: int | None, host_memory: int | None,
            overcommit: float | None, speed: float, policies: list[str], static_size: str,
-           mem_scale: float, freeze_timeout: float, max_duration: float | None,
+           mem_scale: float, freeze_timeout: float, max_duration: float | None, retries: int,
            as_json: bool, plot: Path | None, no_podman: bool, keep: bool) -> None:
     """Replay agent traces as tenants on one memory-limited host under each policy.
 
@@ -139,5 +141,5 @@ def replay(traces: tuple[Path, ...], tenants: int | None, host_memory: int | Non
                           overcommit=overcommit, speed=speed, mem_scale=mem_scale,
                           policies=policies, static_size=static_size, podman=not no_podman,
                           freeze_timeout_s=freeze_timeout, max_duration_s=max_duration,
-                          keep=keep)
+                          keep=keep, retries=retries)
     execute(config, as_json, plot)

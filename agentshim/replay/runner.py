@@ -61,6 +61,7 @@ class ReplayConfig:
     freeze_timeout_s: float = 30.0
     max_duration_s: float | None = None
     reactive_share: float = REACTIVE_USAGE_SHARE
+    retries: int = 2
     keep: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
@@ -176,7 +177,7 @@ class Replay:
         out.chmod(0o777)
         sched.save(out / "schedule.json")
         spec = TenantSpec(index=i, cid=f"ashim-replay-{self.config.run_id}-{policy}-t{i}",
-                          schedule=sched, out=out)
+                          schedule=sched, out=out, retries=self.config.retries)
         if policy == "static":
             spec.static_limit = self.limits[i]
         if policy == "agentshim":
@@ -332,6 +333,7 @@ class Replay:
                                           for s in self.schedules) / self.host_bytes, 3),
                   "speed": c.speed, "mem_scale": c.mem_scale, "static_size": c.static_size,
                   "podman": c.podman, "freeze_timeout_s": c.freeze_timeout_s,
+                  "retries": c.retries,
                   "cgroups": self.layout.mode}
         return ReplayResult(config=config, tenants=info, policies=policies, series=series,
                             host_bytes=self.host_bytes)
