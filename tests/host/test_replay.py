@@ -159,3 +159,21 @@ def test_shared_traces_replay(root):
     assert (n["tenants_completed"], n["agent_deaths"], n["tool_calls_killed"]) == (2, 0, 0)
     assert n["tool_calls"] > 0 and n["peak_mb"] > 150
     assert_nothing_left(cfg.run_id)
+
+
+def test_a_killed_call_is_rerun_and_counted(traces, root):
+    """Static 110M under a 120 MB burst: the OOM killer kills the call, the agent re-runs it
+    (retries=1), it is killed again and counted failed; the agent lives and completes."""
+    cfg = ReplayConfig(traces=traces[:1], host_memory=512 << 20, static_size="110M",
+                       podman=False, policies=["none", "static"], retries=1)
+    doc = run_replay(cfg, progress=lambda _: None).to_json()
+    check_keys(doc)
+    n, s = doc["policies"]["none"], doc["policies"]["static"]
+    assert (n["tool_calls_killed"], n["calls_retried"], n["work_lost_cpu_s"]) == (0, 0, 0)
+    a = s["tenant_detail"][0]
+    assert a["completed"] and not a["agent_died"], a
+    assert a["tool_calls_killed"] == 2 and a["tool_call_runs"] == a["tool_calls"] + 1
+    assert (a["calls_retried"], a["calls_failed"]) == (1, 1)
+    assert a["work_lost_cpu_s"] > 0  # the killed runs' CPU (their rusage)
+    assert s["host_oom_kills"] >= 2
+    assert_nothing_left(cfg.run_id)
