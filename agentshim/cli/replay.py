@@ -71,7 +71,7 @@ def progress(line: str) -> None:
 def execute(config: object, as_json: bool, plot: Path | None,
             json_out: Path | None = None) -> dict:
     """Run a replay config; print the table (or JSON), write the plot. Returns the JSON."""
-    from agentshim.replay.output import format_table, write_plot
+    from agentshim.replay.output import format_table, outcome_line, write_plot
     from agentshim.replay.runner import ReplayError, run_replay
 
     if os.geteuid() != 0:
@@ -81,10 +81,12 @@ def execute(config: object, as_json: bool, plot: Path | None,
     except (ReplayError, ValueError, RuntimeError, OSError) as e:
         raise click.ClickException(str(e)) from None
     doc = result.to_json()
+    doc["outcome"] = outcome_line(doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(format_table(doc), nl=False)
+        click.echo("\n" + doc["outcome"])
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=2))
@@ -105,10 +107,14 @@ def execute(config: object, as_json: bool, plot: Path | None,
 @click.option("--speed", type=float, default=1.0, show_default=True, callback=_positive,
               help="Replay X times faster than the traces.")
 @click.option("--policy", "policies", default="all", show_default=True, callback=_policies,
-              help="none, static, reactive, agentshim or all (several with commas).")
+              help="none, static, static-fixed, reactive, agentshim or all (several with "
+              "commas).")
 @click.option("--static-size", default="peak", show_default=True, callback=_static,
               help="memory.max per container under static: SIZE, peak or avg of its trace, "
               "or share (host / tenants).")
+@click.option("--static-fixed-size", default="2G", show_default=True, callback=_size,
+              metavar="SIZE", help="memory.max per container under static-fixed (the "
+              "operators' round setting), times --mem-scale.")
 @click.option("--mem-scale", type=float, default=1.0, show_default=True, callback=_positive,
               help="Multiply every trace's memory by this.")
 @click.option("--freeze-timeout", default="30s", show_default=True, callback=_duration,
@@ -124,7 +130,8 @@ def execute(config: object, as_json: bool, plot: Path | None,
 @click.option("--keep", is_flag=True, help="Keep the tenants' files (logs, schedules).")
 def replay(traces: tuple[Path, ...], tenants: int | None, host_memory: int | None,
            overcommit: float | None, speed: float, policies: list[str], static_size: str,
-           mem_scale: float, freeze_timeout: float, max_duration: float | None, retries: int,
+           static_fixed_size: int, mem_scale: float, freeze_timeout: float,
+           max_duration: float | None, retries: int,
            as_json: bool, plot: Path | None, no_podman: bool, keep: bool) -> None:
     """Replay agent traces as tenants on one memory-limited host under each policy.
 
@@ -141,5 +148,6 @@ def replay(traces: tuple[Path, ...], tenants: int | None, host_memory: int | Non
                           overcommit=overcommit, speed=speed, mem_scale=mem_scale,
                           policies=policies, static_size=static_size, podman=not no_podman,
                           freeze_timeout_s=freeze_timeout, max_duration_s=max_duration,
-                          keep=keep, retries=retries)
+                          keep=keep, retries=retries,
+                          static_fixed_size=str(static_fixed_size))
     execute(config, as_json, plot)

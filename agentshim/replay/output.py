@@ -70,6 +70,44 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _vs(policies: dict[str, dict[str, Any]], lead: str, key: str, fmt: str) -> str:
+    """"<lead's value> vs none's X, static's Y" for one key (- when unknown)."""
+    def val(name: str) -> str:
+        v = policies[name].get(key)
+        return "-" if v is None else fmt.format(v)
+
+    others = [f"{n}'s {val(n)}" for n in policies if n != lead]
+    return val(lead) + (" vs " + ", ".join(others) if others else "")
+
+
+def swap_phrase(swap: list[dict[str, Any]] | None) -> str:
+    """What /proc/swaps said during the run, in words."""
+    if not swap:
+        return "no swap (/proc/swaps empty)"
+    parts = [f"{d['device']} {d['size_kb'] / 1024:.0f} MiB" for d in swap]
+    return "swap on: " + ", ".join(parts)
+
+
+def outcome_line(result: dict[str, Any]) -> str:
+    """One line computed from the numbers: agentshim (or the first policy) against the
+    others on tool calls killed, agent deaths, work lost and completion; whether swap was
+    present."""
+    policies = result.get("policies") or {}
+    if not policies:
+        return "no policy ran"
+    lead = "agentshim" if "agentshim" in policies else next(iter(policies))
+    m = policies[lead]
+    killed = _vs(policies, lead, "tool_calls_killed", "{}")
+    deaths = _vs(policies, lead, "agent_deaths", "{}")
+    lost = _vs(policies, lead, "work_lost_cpu_s", "{:.1f}")
+    ratio = _vs(policies, lead, "completion_ratio", "{:.2f}x")
+    failed = m.get("calls_failed") or 0
+    return (f"{lead} killed {killed} tool calls ({m.get('calls_retried') or 0} re-run, "
+            f"{failed} failed for good); agent deaths {deaths}; CPU s lost in killed calls "
+            f"{lost}; mean completion {ratio}; "
+            f"{swap_phrase(result.get('config', {}).get('swap'))}")
+
+
 def format_markdown(policies: dict[str, dict[str, Any]]) -> str:
     """The comparison as a markdown table."""
     header, rows = table_rows(policies)

@@ -73,8 +73,9 @@ def check_keys(doc: dict) -> None:
 
 
 def test_every_policy_bare(traces, root):
-    """One run, four policies, bare cgroups: the host has room for everything, static limits
-    are below the 120 MB burst, the reactive poller is told to react at 20% of the host."""
+    """One run, five policies, bare cgroups: the host has room for everything, static limits
+    are below the 120 MB burst, static-fixed's 2G above everything, the reactive poller is
+    told to react at 20% of the host."""
     cfg = ReplayConfig(traces=traces, host_memory=1 << 30, static_size="110M", podman=False,
                        reactive_share=0.2)
     result = run_replay(cfg, progress=lambda _: None)
@@ -96,6 +97,10 @@ def test_every_policy_bare(traces, root):
     assert a["tool_calls_killed"] >= 1 and a["completed"], a
     assert s["tool_calls_killed"] + s["agent_deaths"] >= 1
     assert s["host_oom_kills"] >= s["tool_calls_killed"] + s["agent_deaths"]
+    # static-fixed at the operators' 2G: above every burst, so nothing is killed
+    f = p["static-fixed"]
+    assert (f["tenants_completed"], f["tool_calls_killed"], f["calls_failed"]) == (3, 0, 0)
+    assert {t["static_limit_mb"] for t in f["tenant_detail"]} == {2048.0}
     # reactive: the poller kills whole containers: those agents die
     r = p["reactive"]
     assert r["reactive_kills"] >= 1 and r["agent_deaths"] >= 1
