@@ -168,3 +168,34 @@ def write_plot(result: dict[str, Any], series: dict[str, list[tuple[float, int]]
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_sweep_plot(doc: dict[str, Any], path: Path) -> Path:
+    """The density sweep: per policy over the overcommit ratios, tool calls killed, agent
+    deaths, and mean completion / own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(doc["points"], key=lambda p: p["overcommit"])
+    xs = [p["overcommit"] for p in points]
+    names = list(dict.fromkeys(n for p in points for n in p["policies"]))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, key, title in zip(axes, ("tool_calls_killed", "agent_deaths", "completion_ratio"),
+                              ("tool calls killed", "agent deaths",
+                               "mean completion / trace's own"), strict=True):
+        for name in names:
+            ys = [p["policies"].get(name, {}).get(key) for p in points]
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
+        ax.set_xlabel("overcommit (sum of peaks / host)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    best = ", ".join(f"{n} {r:g}x" if r is not None else f"{n} -"
+                     for n, r in doc.get("best", {}).items())
+    fig.suptitle(f"density sweep; highest overcommit that works: {best}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -226,3 +226,26 @@ def test_pages_in_zram_compress_like_real_memory(root):
     assert const_same == 8 * 256  # every constant page is a same page: free in zram
     print(f"zram lz4: replay pages {ratio:.2f}x, same pages {same}; constant fill "
           f"{const_same} same pages")
+
+
+def test_sweep_smoke(traces, root, tmp_path):
+    """Two overcommit points, two tiny tenants, two policies, bare cgroups: one row per
+    (point, policy) with the numbers of that run, the best ratio per policy, a plot."""
+    plot = tmp_path / "sweep.png"
+    r = subprocess.run([str(Path(sys.executable).parent / "agentshim"), "replay",
+                        str(traces[2]), str(traces[1]), "--no-podman", "--policy",
+                        "none,agentshim", "--sweep-overcommit", "0.8,1.2", "--speed", "2",
+                        "--json", "--plot", str(plot)],
+                       capture_output=True, text=True, check=False, timeout=150)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [p["overcommit"] for p in doc["points"]] == [0.8, 1.2]
+    small, big = (p["host_mb"] for p in doc["points"])
+    assert small == pytest.approx(big * 1.2 / 0.8, rel=0.01)  # the host shrinks with R
+    for p in doc["points"]:
+        assert list(p["policies"]) == ["none", "agentshim"]
+        for m in p["policies"].values():
+            assert m["tenants"] == 2 and m["tool_call_runs"] >= 5
+    # with room (0.8x) nothing dies and nothing is killed: both policies work there
+    assert all(v is not None and v >= 0.8 for v in doc["best"].values()), doc["best"]
+    assert plot.stat().st_size > 10_000
