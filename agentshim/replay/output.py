@@ -155,7 +155,8 @@ def write_plot(result: dict[str, Any], series: dict[str, list[tuple[float, int]]
 
     bars(axes[0][1], [("tenants_completed", "tenants completed"),
                       ("agent_deaths", "agent deaths"),
-                      ("tool_calls_killed", "tool calls killed")], "outcomes", "count")
+                      ("tool_calls_killed", "tool calls killed"),
+                      ("calls_failed", "calls failed")], "outcomes", "count")
     bars(axes[1][0], [("alloc_latency_p50_ms", "p50"), ("alloc_latency_p95_ms", "p95")],
          "allocation latency (one 4 MiB chunk)", "ms")
     bars(axes[1][1], [("throttled_s", "throttled"), ("frozen_s", "frozen")],
