@@ -74,22 +74,30 @@ def block() -> memoryview:
     return _block
 
 
-def fill(buf: Buffer, n: int) -> None:
-    """Write n bytes of page content into buf[0:n] (a writable buffer: mmap, bytearray),
-    rotated by an offset that differs at every call."""
+def _pieces(n: int) -> list[memoryview]:
+    """Slices of the block making n bytes, starting at an offset that differs every call."""
     b = block()
-    view = memoryview(buf).cast("B")
     off = (next(_offsets) * 4093 * 7) % BLOCK
+    out: list[memoryview] = []
     done = 0
     while done < n:
         k = min(n - done, BLOCK - off)
-        view[done:done + k] = b[off:off + k]
+        out.append(b[off:off + k])
         done += k
         off = 0
+    return out
+
+
+def fill(buf: Buffer, n: int) -> None:
+    """Write n bytes of page content into buf[0:n] (a writable buffer: mmap, bytearray),
+    rotated by an offset that differs at every call."""
+    view = memoryview(buf).cast("B")
+    done = 0
+    for piece in _pieces(n):
+        view[done:done + len(piece)] = piece
+        done += len(piece)
 
 
 def content(n: int) -> bytes:
-    """n bytes of page content (a new buffer)."""
-    buf = bytearray(n)
-    fill(buf, n)
-    return bytes(buf)
+    """n bytes of page content (a new buffer, one copy)."""
+    return b"".join(_pieces(n))
