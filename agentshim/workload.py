@@ -3,7 +3,8 @@
     python -m agentshim.workload alloc --mb 300 [--step-mb 16] [--step-ms 0] [--hold 1.5]
     python -m agentshim.workload count FILE [--interval-ms 5]
 
-`alloc` allocates and touches memory (every page is written, so it is charged to the cgroup)
+`alloc` allocates and touches memory (every page is written, so it is charged to the cgroup,
+with content that compresses ~2.6x like real memory, never same-filled: agentshim.replay.pages)
 in steps, holds it, then exits 0; it prints "allocated N MB" after each step when --verbose.
 `count` increments a counter in FILE forever, so a test can see whether a process makes
 progress (frozen or not). With --wait-stdin both wait for one byte on stdin before starting,
@@ -17,6 +18,8 @@ import os
 import sys
 import time
 
+from agentshim.replay.pages import content
+
 MB = 1 << 20
 
 
@@ -27,7 +30,7 @@ def allocate(total_mb: int, step_mb: int = 16, step_ms: float = 0.0, hold_s: flo
     done = 0
     while done < total_mb:
         n = min(step_mb, total_mb - done)
-        chunks.append(b"\x5a" * (n * MB))
+        chunks.append(content(n * MB))
         done += n
         if verbose:
             print(f"allocated {done} MB", flush=True)

@@ -1,5 +1,5 @@
 """The replay comparison as a benchmark: tenants replaying traces on one overcommitted host
-under none, static, reactive and agentshim, in real podman containers.
+under none, static, static-fixed, reactive and agentshim, in real podman containers.
 
     sudo .venv/bin/python bench/replay_compare.py [--traces DIR...] [--tenants 5] \
         [--overcommit 2.5] [--speed 1] [--static-size share] [--no-podman] [--json out.json]
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentshim.replay.output import format_table  # noqa: E402
+from agentshim.replay.output import format_table, outcome_line  # noqa: E402
 from agentshim.replay.runner import ReplayConfig, ReplayError, run_replay  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "agentshim" / "replay" / "demo_traces"
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     doc = result.to_json()
     doc["traces"] = "demo" if demo else [str(p) for p in args.traces]
+    doc["outcome"] = outcome_line(doc)
     print(format_table(doc), end="")
+    print("\n" + doc["outcome"])
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -36,7 +36,7 @@ KNOWN = (
     ("bpf_overhead", "BPF program overhead on page-fault heavy work"),
     ("daemon_memory", "agentshimd memory with 1 vs 20 containers"),
     ("trace_recorder", "live trace recorder cost"),
-    ("replay_compare", "replay comparison: none / static / reactive / agentshim"),
+    ("replay_compare", "replay comparison: none / static / static-fixed / reactive / agentshim"),
 )
 NOT_BENCHMARKS = {"run_all"}
 TIMEOUT_S = 45 * 60

@@ -23,7 +23,8 @@ DEMO_FREEZE_TIMEOUT_S = 10.0
 @click.option("--mem-scale", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Multiply the traces' memory by this (for smaller machines).")
 @click.option("--policy", "policy", default="all", show_default=True,
-              help="none, static, reactive, agentshim or all (several with commas).")
+              help="none, static, static-fixed, reactive, agentshim or all (several with "
+              "commas).")
 @click.option("--no-podman", is_flag=True, help="Bare cgroups and processes, no containers.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PLOT,
               show_default=True, help="Where to write the plot.")
@@ -33,7 +34,8 @@ DEMO_FREEZE_TIMEOUT_S = 10.0
 def demo(tenants: int, overcommit: float, speed: float, mem_scale: float, policy: str,
          no_podman: bool, plot: Path, as_json: bool, json_out: Path | None) -> None:
     """Replay the shipped demo traces (docs/replay.md) on one overcommitted host under
-    none, static (an equal share of the host per container), reactive and agentshim.
+    none, static (an equal share of the host per container), static-fixed (2G per
+    container), reactive and agentshim.
 
     About 3 minutes on a 2-core machine; needs root, and podman unless --no-podman. The
     traces come from `python -m agentshim.replay.gendemo`, calibrated to the published

@@ -3,7 +3,8 @@
     python3 -m agentshim.replay.alloc --schedule S --call N --t0 EPOCH [--out FILE]
 
 runs call N of schedule S as a tool call: from wall time t0 on, it holds the call's profile
-(a step function of bytes), burning the call's share of one core in between, and exits 0 at
+(a step function of bytes; every page written with content that compresses like real memory),
+burning the call's share of one core in between, and exits 0 at
 t0 + duration. When it falls behind (throttled, frozen) it goes on from where it is, so the
 call ends late. Each chunk it maps is timed (map + touch every page): one JSON line per
 profile step goes to FILE, {"lat_ms": [...], "t": EPOCH}.
@@ -22,10 +23,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from agentshim.replay.pages import block, fill
+
 #: Memory is mapped in chunks of this size; each chunk's map+touch time is one latency sample.
 CHUNK = 4 << 20
 PAGE = mmap.PAGESIZE
-_ONES = b"\x01" * (CHUNK // PAGE)
 #: CPU is burnt in slices of this many seconds (busy for cpu x slice, asleep for the rest).
 SLICE = 0.05
 
@@ -37,15 +39,17 @@ class Holder:
         self.maps: list[mmap.mmap] = []
         self.size = 0
         self.latencies_ms: list[float] = []
+        block()  # make the page content now, not inside the first timed chunk
 
     def resize(self, target: int) -> None:
-        """Grow (map and touch every page) or shrink (unmap) to about target bytes."""
+        """Grow (map, and write every page with content that compresses like real memory:
+        agentshim.replay.pages) or shrink (unmap) to about target bytes."""
         target = max(0, int(target))
         while self.size + PAGE <= target:
             n = min(CHUNK, (target - self.size) // PAGE * PAGE)
             t = time.perf_counter()
             m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            m[::PAGE] = _ONES[: n // PAGE]
+            fill(m, n)
             if n == CHUNK:
                 self.latencies_ms.append((time.perf_counter() - t) * 1000)
             self.maps.append(m)

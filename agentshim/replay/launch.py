@@ -43,6 +43,7 @@ class TenantSpec:
     out: Path  # host directory: schedule.json, tenant.jsonl, lat/, go
     static_limit: int | None = None
     policy_yaml: str | None = None  # managed by agentshim when set
+    retries: int = 2  # re-runs of a killed tool call
 
     @property
     def go(self) -> Path:
@@ -122,7 +123,7 @@ class BareTenant(Tenant):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agentshim.replay.tenant", "--schedule",
                  str(spec.out / "schedule.json"), "--out", str(spec.out), "--go", str(spec.go),
-                 "--bash", bash, "--python", sys.executable],
+                 "--bash", bash, "--python", sys.executable, "--retries", str(spec.retries)],
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True)
         try:
@@ -211,7 +212,7 @@ class PodmanTenant(Tenant):
             args += ["--annotation", f"{pol.ANNOTATION_POLICY}=base64:{value}"]
         args += [self.image, "python3", "-m", "agentshim.replay.tenant",
                  "--schedule", "/replay/schedule.json", "--out", "/replay",
-                 "--go", "/replay/go"]
+                 "--go", "/replay/go", "--retries", str(spec.retries)]
         r = self.podman(*args)
         if r.returncode != 0:
             self.podman("rm", "-f", "-t", "0", spec.cid)

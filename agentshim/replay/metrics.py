@@ -17,9 +17,10 @@ MIB = 1 << 20
 #: Exit status of a tool call killed with SIGKILL (the OOM killer, agentshim, a reactor).
 KILLED = 128 + 9
 #: The per-policy keys of the JSON document (the issue's list), in table order.
-POLICY_KEYS = ("tenants_completed", "agent_deaths", "tool_calls_killed", "throttled_s",
-               "frozen_s", "alloc_latency_p50_ms", "alloc_latency_p95_ms", "completion_s",
-               "peak_mb", "avg_mb")
+POLICY_KEYS = ("tenants_completed", "agent_deaths", "tool_calls_killed", "calls_retried",
+               "calls_failed", "work_lost_cpu_s", "throttled_s", "frozen_s",
+               "alloc_latency_p50_ms", "alloc_latency_p95_ms", "completion_s", "peak_mb",
+               "avg_mb")
 
 
 @dataclass
@@ -76,8 +77,9 @@ def tenant_metrics(o: TenantOutcome) -> dict[str, Any]:
     done = _event(o.log, "done")
     completed = done is not None and o.exit_code == 0
     calls = [e for e in o.log if e.get("event") == "call"]
-    tool_calls = [c for c in calls if c.get("kind", "bash") == "bash"]
-    killed = sum(1 for c in tool_calls if c.get("exit") == KILLED)
+    runs = [c for c in calls if c.get("kind", "bash") == "bash"]  # every run, re-runs too
+    tool_calls = [c for c in runs if c.get("final", True)]  # one per call: its last run
+    killed_runs = [c for c in runs if c.get("exit") == KILLED]
     failed = sum(1 for c in tool_calls if c.get("exit") not in (0, KILLED))
     stall_records = sum(float(r.get("stall_us") or 0) for r in o.records) / 1e6
     frozen = sum(float(r.get("frozen_s") or 0) for r in o.records)
@@ -90,7 +92,11 @@ def tenant_metrics(o: TenantOutcome) -> dict[str, Any]:
         "completed": completed, "agent_died": not completed and not o.timed_out,
         "timed_out": o.timed_out, "exit": o.exit_code,
         "tool_calls": len(tool_calls), "tool_calls_run": len(calls),
-        "tool_calls_killed": killed, "tool_calls_failed": failed,
+        "tool_call_runs": len(runs), "tool_calls_killed": len(killed_runs),
+        "calls_retried": len({c.get("index") for c in runs if int(c.get("attempt") or 0) > 0}),
+        "calls_failed": sum(1 for c in tool_calls if c.get("exit") == KILLED),
+        "work_lost_cpu_s": _r(sum(float(c.get("cpu_s") or 0) for c in killed_runs), 3),
+        "tool_calls_failed": failed,
         "agentshim_records": len(o.records),
         "killed_by_agentshim": sum(1 for r in o.records if r.get("killed_by_agentshim")),
         "kill_reasons": sorted({str(r["killed_by_agentshim"])[:120] for r in o.records
@@ -127,6 +133,9 @@ def policy_metrics(outcomes: Sequence[TenantOutcome], series: Sequence[tuple[flo
         "tenants_completed": sum(1 for p in per if p["completed"]),
         "agent_deaths": sum(1 for p in per if p["agent_died"]),
         "tool_calls_killed": sum(p["tool_calls_killed"] for p in per),
+        "calls_retried": sum(p["calls_retried"] for p in per),
+        "calls_failed": sum(p["calls_failed"] for p in per),
+        "work_lost_cpu_s": _r(sum(p["work_lost_cpu_s"] or 0 for p in per), 3),
         "throttled_s": _r(sum(p["throttled_s"] or 0 for p in per)),
         "frozen_s": _r(sum(p["frozen_s"] or 0 for p in per)),
         "alloc_latency_p50_ms": _r(percentile(lat, 50), 3),
@@ -139,6 +148,9 @@ def policy_metrics(outcomes: Sequence[TenantOutcome], series: Sequence[tuple[flo
         "tenants": len(per),
         "tenants_timed_out": sum(1 for p in per if p["timed_out"]),
         "tool_calls": sum(p["tool_calls"] for p in per),
+        "tool_call_runs": sum(p["tool_call_runs"] for p in per),
+        "killed_share": _r(sum(p["tool_calls_killed"] for p in per)
+                           / max(1, sum(p["tool_call_runs"] for p in per)), 4),
         "tool_calls_failed": sum(p["tool_calls_failed"] for p in per),
         "reactive_kills": reactive_kills,
         "host_oom_kills": host_oom_kills,

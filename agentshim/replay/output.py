@@ -12,6 +12,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("tenants_completed", "tenants completed", "{}"),
     ("agent_deaths", "agent deaths", "{}"),
     ("tool_calls_killed", "tool calls killed", "{}"),
+    ("calls_retried", "calls re-run after a kill", "{}"),
+    ("calls_failed", "calls failed (killed every run)", "{}"),
+    ("work_lost_cpu_s", "work lost (CPU s of killed runs)", "{:.1f}"),
     ("throttled_s", "throttled (s)", "{:.1f}"),
     ("frozen_s", "frozen (s)", "{:.1f}"),
     ("alloc_latency_p50_ms", "alloc latency p50 (ms/4MiB)", "{:.2f}"),
@@ -67,6 +70,44 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _vs(policies: dict[str, dict[str, Any]], lead: str, key: str, fmt: str) -> str:
+    """"<lead's value> vs none's X, static's Y" for one key (- when unknown)."""
+    def val(name: str) -> str:
+        v = policies[name].get(key)
+        return "-" if v is None else fmt.format(v)
+
+    others = [f"{n}'s {val(n)}" for n in policies if n != lead]
+    return val(lead) + (" vs " + ", ".join(others) if others else "")
+
+
+def swap_phrase(swap: list[dict[str, Any]] | None) -> str:
+    """What /proc/swaps said during the run, in words."""
+    if not swap:
+        return "no swap (/proc/swaps empty)"
+    parts = [f"{d['device']} {d['size_kb'] / 1024:.0f} MiB" for d in swap]
+    return "swap on: " + ", ".join(parts)
+
+
+def outcome_line(result: dict[str, Any]) -> str:
+    """One line computed from the numbers: agentshim (or the first policy) against the
+    others on tool calls killed, agent deaths, work lost and completion; whether swap was
+    present."""
+    policies = result.get("policies") or {}
+    if not policies:
+        return "no policy ran"
+    lead = "agentshim" if "agentshim" in policies else next(iter(policies))
+    m = policies[lead]
+    killed = _vs(policies, lead, "tool_calls_killed", "{}")
+    deaths = _vs(policies, lead, "agent_deaths", "{}")
+    lost = _vs(policies, lead, "work_lost_cpu_s", "{:.1f}")
+    ratio = _vs(policies, lead, "completion_ratio", "{:.2f}x")
+    failed = m.get("calls_failed") or 0
+    return (f"{lead} killed {killed} tool calls ({m.get('calls_retried') or 0} re-run, "
+            f"{failed} failed for good); agent deaths {deaths}; CPU s lost in killed calls "
+            f"{lost}; mean completion {ratio}; "
+            f"{swap_phrase(result.get('config', {}).get('swap'))}")
+
+
 def format_markdown(policies: dict[str, dict[str, Any]]) -> str:
     """The comparison as a markdown table."""
     header, rows = table_rows(policies)
@@ -114,7 +155,8 @@ def write_plot(result: dict[str, Any], series: dict[str, list[tuple[float, int]]
 
     bars(axes[0][1], [("tenants_completed", "tenants completed"),
                       ("agent_deaths", "agent deaths"),
-                      ("tool_calls_killed", "tool calls killed")], "outcomes", "count")
+                      ("tool_calls_killed", "tool calls killed"),
+                      ("calls_failed", "calls failed")], "outcomes", "count")
     bars(axes[1][0], [("alloc_latency_p50_ms", "p50"), ("alloc_latency_p95_ms", "p95")],
          "allocation latency (one 4 MiB chunk)", "ms")
     bars(axes[1][1], [("throttled_s", "throttled"), ("frozen_s", "frozen")],
@@ -122,6 +164,37 @@ def write_plot(result: dict[str, Any], series: dict[str, list[tuple[float, int]]
     c = result.get("config", {})
     fig.suptitle(f"agentshim replay: {c.get('tenants')} tenants, {host_mb:.0f} MiB host, "
                  f"overcommit {c.get('overcommit', 0):.2f}x, speed {c.get('speed')}x")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_sweep_plot(doc: dict[str, Any], path: Path) -> Path:
+    """The density sweep: per policy over the overcommit ratios, tool calls killed, agent
+    deaths, and mean completion / own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(doc["points"], key=lambda p: p["overcommit"])
+    xs = [p["overcommit"] for p in points]
+    names = list(dict.fromkeys(n for p in points for n in p["policies"]))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, key, title in zip(axes, ("tool_calls_killed", "agent_deaths", "completion_ratio"),
+                              ("tool calls killed", "agent deaths",
+                               "mean completion / trace's own"), strict=True):
+        for name in names:
+            ys = [p["policies"].get(name, {}).get(key) for p in points]
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
+        ax.set_xlabel("overcommit (sum of peaks / host)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    best = ", ".join(f"{n} {r:g}x" if r is not None else f"{n} -"
+                     for n, r in doc.get("best", {}).items())
+    fig.suptitle(f"density sweep; highest overcommit that works: {best}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

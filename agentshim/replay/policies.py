@@ -2,6 +2,7 @@
 
   none       no limit but the host's
   static     memory.max per container: a given size, or each trace's peak or average
+  static-fixed  memory.max per container at one round size an operator would pick (2G)
   reactive   a user-space poller (1 s, like oomd) that kills the largest container when the
              host is under pressure
   agentshim  every container managed by agentshimd: tool calls in their own cgroups with the
@@ -24,7 +25,9 @@ from agentshim.replay.hostcg import HostCgroup
 from agentshim.replay.schedule import Schedule
 from agentshim.units import parse_size
 
-POLICIES = ("none", "static", "reactive", "agentshim")
+POLICIES = ("none", "static", "static-fixed", "reactive", "agentshim")
+#: The static-fixed policy's memory.max per container: the operators' usual setting.
+STATIC_FIXED_DEFAULT = "2G"
 MIB = 1 << 20
 #: Memory of the replay's own processes per tenant (two Python interpreters, bash, their page
 #: cache), added to a trace's peak wherever a size is derived from it.
@@ -59,6 +62,15 @@ def static_limit(sched: Schedule, spec: str, host_bytes: int = 0, tenants: int =
     if size <= 0:
         raise ValueError("--static-size must be greater than 0")
     return size
+
+
+def fixed_limit(spec: str, mem_scale: float = 1.0) -> int:
+    """memory.max of every tenant under static-fixed: SIZE x the replay's --mem-scale (the
+    same setting relative to the scaled traces). ValueError for a bad spec."""
+    size = parse_size(spec)
+    if size <= 0:
+        raise ValueError("--static-fixed-size must be greater than 0")
+    return int(size * mem_scale)
 
 
 def _round_up(n: float, unit: int = 16 * MIB) -> int:

@@ -24,9 +24,11 @@ from agentshim.replay.monitor import Monitor
 from agentshim.replay.policies import (
     POLICIES,
     REACTIVE_USAGE_SHARE,
+    STATIC_FIXED_DEFAULT,
     TENANT_OVERHEAD,
     ReactivePoller,
     agentshim_policy,
+    fixed_limit,
     policy_yaml,
     priority_of,
     static_limit,
@@ -57,10 +59,12 @@ class ReplayConfig:
     mem_scale: float = 1.0
     policies: list[str] = field(default_factory=lambda: list(POLICIES))
     static_size: str = "peak"
+    static_fixed_size: str = STATIC_FIXED_DEFAULT
     podman: bool = True
     freeze_timeout_s: float = 30.0
     max_duration_s: float | None = None
     reactive_share: float = REACTIVE_USAGE_SHARE
+    retries: int = 2
     keep: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
@@ -86,6 +90,21 @@ def mem_available() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def swap_devices(path: Path = Path("/proc/swaps")) -> list[dict[str, Any]]:
+    """The swap devices /proc/swaps lists: device, type, size_kb, used_kb."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        f = line.split()
+        if len(f) >= 4:
+            out.append({"device": f[0], "type": f[1], "size_kb": int(f[2]),
+                        "used_kb": int(f[3])})
+    return out
 
 
 def schedules_for(config: ReplayConfig) -> list[Schedule]:
@@ -137,6 +156,8 @@ class Replay:
         self.limits = {i: static_limit(s, config.static_size, self.host_bytes,
                                        len(self.schedules))
                        for i, s in enumerate(self.schedules)}
+        self.fixed_limit = fixed_limit(config.static_fixed_size, config.mem_scale)
+        self.swap = swap_devices()  # as the run starts
         self.work = Path(tempfile.mkdtemp(prefix=f"agentshim-replay-{config.run_id}-"))
         self.service: PrivateAgentshim | None = None
         self.image = ""
@@ -166,7 +187,8 @@ class Replay:
                  "nominal_s": round(s.duration, 2), "calls": len(s.calls),
                  "demand_peak_mb": round(s.peak_bytes / MIB, 1),
                  "demand_avg_mb": round(s.avg_bytes / MIB, 1),
-                 "static_limit_mb": round(self.limits[i] / MIB, 1)}
+                 "static_limit_mb": round(self.limits[i] / MIB, 1),
+                 "static_fixed_limit_mb": round(self.fixed_limit / MIB, 1)}
                 for i, s in enumerate(self.schedules)]
 
     # --- one policy ---------------------------------------------------------------------
@@ -176,9 +198,11 @@ class Replay:
         out.chmod(0o777)
         sched.save(out / "schedule.json")
         spec = TenantSpec(index=i, cid=f"ashim-replay-{self.config.run_id}-{policy}-t{i}",
-                          schedule=sched, out=out)
+                          schedule=sched, out=out, retries=self.config.retries)
         if policy == "static":
             spec.static_limit = self.limits[i]
+        if policy == "static-fixed":
+            spec.static_limit = self.fixed_limit
         if policy == "agentshim":
             spec.policy_yaml = policy_yaml(agentshim_policy(
                 i, sched, self.host_bytes, self.config.freeze_timeout_s))
@@ -331,8 +355,10 @@ class Replay:
                   "overcommit": round(sum(s.peak_bytes + TENANT_OVERHEAD
                                           for s in self.schedules) / self.host_bytes, 3),
                   "speed": c.speed, "mem_scale": c.mem_scale, "static_size": c.static_size,
+                  "static_fixed_size": c.static_fixed_size,
                   "podman": c.podman, "freeze_timeout_s": c.freeze_timeout_s,
-                  "cgroups": self.layout.mode}
+                  "retries": c.retries,
+                  "cgroups": self.layout.mode, "swap": self.swap}
         return ReplayResult(config=config, tenants=info, policies=policies, series=series,
                             host_bytes=self.host_bytes)
 

@@ -1,7 +1,7 @@
 """One tenant: the agent of a replayed trace.
 
     python3 -m agentshim.replay.tenant --schedule S --out DIR [--go FILE] [--bash BASH]
-        [--python PY] [--intent-margin 1.5]
+        [--python PY] [--intent-margin 1.5] [--retries 2]
 
 Waits for FILE to exist (so all tenants start together), then holds the agent's own memory
 (the schedule's framework level, adjusted between calls) and runs the calls in time. A bash
@@ -9,10 +9,13 @@ call is a real tool call, ``BASH -c 'exec PY -m agentshim.replay.alloc ...'``: i
 agentshim container BASH is the wrapper, so the call gets its own cgroup. It declares its
 memory to agentshim (AGENTSHIM_INTENT=memory=<margin x its peak>,category=<label>). The
 agent's built-in tools make their memory inside this process. The agent waits for each group
-of overlapping calls; time they lose delays everything after (the lag).
+of overlapping calls; time they lose delays everything after (the lag). A bash call that is
+killed (status 137) is run again from its start, as an agent re-runs a command that died, up
+to --retries times; then the agent moves on and the call has failed.
 
-DIR/tenant.jsonl gets one JSON line per event: ready, start, call (one per call, with its exit
-status), done. DIR/lat/N.jsonl gets call N's allocation latencies. Standard library only.
+DIR/tenant.jsonl gets one JSON line per event: ready, start, call (one per run of a call: its
+attempt number, exit status and CPU seconds), done. DIR/lat/N.jsonl gets call N's allocation
+latencies. Standard library only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -35,6 +39,8 @@ from agentshim.replay.schedule import BASH, Call, Schedule
 
 TICK = 0.1
 MIB = 1 << 20
+#: Exit status of a killed call (SIGKILL), the one that makes the agent re-run it.
+KILLED = 128 + 9
 
 
 class Log:
@@ -49,6 +55,11 @@ class Log:
             self.f.write(json.dumps({"event": event, "t": time.time(), **kw}) + "\n")
 
 
+def cpu_seconds(usage: resource.struct_rusage) -> float:
+    """User + system CPU seconds of a rusage."""
+    return float(usage.ru_utime + usage.ru_stime)
+
+
 def intent_of(call: Call, margin: float) -> str:
     """AGENTSHIM_INTENT of a call: memory = margin x its peak (at least 64 MiB), category."""
     mib = max(64, math.ceil(call.peak_bytes * margin / MIB))
@@ -60,31 +71,38 @@ class Tenant:
     """Runs one schedule (see the module docstring)."""
 
     def __init__(self, sched: Schedule, sched_path: Path, out: Path, bash: str, python: str,
-                 margin: float) -> None:
+                 margin: float, retries: int = 2) -> None:
         self.sched = sched
         self.sched_path = sched_path
         self.out = out
         self.bash = bash
         self.python = python
         self.margin = margin
+        self.retries = retries
         (out / "lat").mkdir(parents=True, exist_ok=True)
         self.log = Log(out / "tenant.jsonl")
         self.framework = Holder()
         self.t0 = 0.0
         self.lag = 0.0
 
-    def run_bash(self, call: Call, launch: float) -> tuple[int, str]:
-        """Run a bash call; (exit status as bash reports it, its stderr tail)."""
+    def run_bash(self, call: Call, launch: float) -> tuple[int, str, float]:
+        """Run a bash call; (exit status as bash reports it, its stderr tail, the CPU seconds
+        it and its children used, from their rusage)."""
         script = " ".join(["exec", shlex.quote(self.python), "-m", "agentshim.replay.alloc",
                            "--schedule", shlex.quote(str(self.sched_path)),
                            "--call", str(call.index), "--t0", f"{launch:.6f}",
                            "--out", shlex.quote(str(self.out / "lat" / f"{call.index}.jsonl")),
                            "--label", shlex.quote(call.label)])
         env = dict(os.environ, AGENTSHIM_INTENT=intent_of(call, self.margin))
-        p = subprocess.run([self.bash, "-c", script], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        status = p.returncode if p.returncode >= 0 else 128 - p.returncode
-        return status, p.stderr.decode(errors="replace")[-500:]
+        p = subprocess.Popen([self.bash, "-c", script], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert p.stderr is not None
+        err = p.stderr.read()
+        p.stderr.close()
+        _, wstatus, usage = os.wait4(p.pid, 0)  # this call's own rusage (threads run others)
+        p.returncode = code = os.waitstatus_to_exitcode(wstatus)
+        status = code if code >= 0 else 128 - code
+        return status, err.decode(errors="replace")[-500:], cpu_seconds(usage)
 
     def run_internal(self, call: Call, launch: float) -> tuple[int, str]:
         """An agent's built-in tool: its memory is made inside this process."""
@@ -101,20 +119,27 @@ class Tenant:
         return 0, ""
 
     def run_call(self, call: Call) -> None:
-        """Wait for the call's time, run it, log it."""
+        """Wait for the call's time, run it (again when killed, up to retries times), log
+        each run."""
         due = self.t0 + call.start + self.lag
         self.wait(due, adjust=False)
-        launch = time.time()
-        if call.kind == BASH:
-            status, err = self.run_bash(call, launch)
-        else:
-            status, err = self.run_internal(call, launch)
-        end = time.time()
-        self.log.write("call", index=call.index, kind=call.kind, label=call.label,
-                       t_start=launch, t_end=end, nominal_start=call.start,
-                       nominal_duration=call.duration, exit=status,
-                       late_s=round(max(0.0, end - launch - call.duration), 3),
-                       peak_bytes=call.peak_bytes, stderr=err.strip()[-300:])
+        for attempt in range(self.retries + 1):
+            launch = time.time()
+            cpu = 0.0
+            if call.kind == BASH:
+                status, err, cpu = self.run_bash(call, launch)
+            else:
+                status, err = self.run_internal(call, launch)
+            end = time.time()
+            last = status != KILLED or attempt == self.retries
+            self.log.write("call", index=call.index, kind=call.kind, label=call.label,
+                           attempt=attempt, final=last, t_start=launch, t_end=end,
+                           nominal_start=call.start, nominal_duration=call.duration,
+                           exit=status, cpu_s=round(cpu, 4),
+                           late_s=round(max(0.0, end - launch - call.duration), 3),
+                           peak_bytes=call.peak_bytes, stderr=err.strip()[-300:])
+            if last:
+                return
 
     def wait(self, until: float, adjust: bool = True) -> None:
         """Sleep until wall time `until`, keeping the agent's memory at the trace's level."""
@@ -158,10 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bash", default="bash", help="the shell tool calls go through")
     ap.add_argument("--python", default="python3", help="interpreter of the calls")
     ap.add_argument("--intent-margin", type=float, default=1.5)
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-run a killed bash call up to this many times")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))  # PID 1 in a container ignores it
     sched = Schedule.load(args.schedule)
-    tenant = Tenant(sched, args.schedule, args.out, args.bash, args.python, args.intent_margin)
+    tenant = Tenant(sched, args.schedule, args.out, args.bash, args.python, args.intent_margin,
+                    max(0, args.retries))
     tenant.log.write("ready", pid=os.getpid())
     if args.go is not None:
         while not args.go.exists():

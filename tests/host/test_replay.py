@@ -73,8 +73,9 @@ def check_keys(doc: dict) -> None:
 
 
 def test_every_policy_bare(traces, root):
-    """One run, four policies, bare cgroups: the host has room for everything, static limits
-    are below the 120 MB burst, the reactive poller is told to react at 20% of the host."""
+    """One run, five policies, bare cgroups: the host has room for everything, static limits
+    are below the 120 MB burst, static-fixed's 2G above everything, the reactive poller is
+    told to react at 20% of the host."""
     cfg = ReplayConfig(traces=traces, host_memory=1 << 30, static_size="110M", podman=False,
                        reactive_share=0.2)
     result = run_replay(cfg, progress=lambda _: None)
@@ -96,6 +97,10 @@ def test_every_policy_bare(traces, root):
     assert a["tool_calls_killed"] >= 1 and a["completed"], a
     assert s["tool_calls_killed"] + s["agent_deaths"] >= 1
     assert s["host_oom_kills"] >= s["tool_calls_killed"] + s["agent_deaths"]
+    # static-fixed at the operators' 2G: above every burst, so nothing is killed
+    f = p["static-fixed"]
+    assert (f["tenants_completed"], f["tool_calls_killed"], f["calls_failed"]) == (3, 0, 0)
+    assert {t["static_limit_mb"] for t in f["tenant_detail"]} == {2048.0}
     # reactive: the poller kills whole containers: those agents die
     r = p["reactive"]
     assert r["reactive_kills"] >= 1 and r["agent_deaths"] >= 1
@@ -159,3 +164,88 @@ def test_shared_traces_replay(root):
     assert (n["tenants_completed"], n["agent_deaths"], n["tool_calls_killed"]) == (2, 0, 0)
     assert n["tool_calls"] > 0 and n["peak_mb"] > 150
     assert_nothing_left(cfg.run_id)
+
+
+def test_a_killed_call_is_rerun_and_counted(traces, root):
+    """Static 110M under a 120 MB burst: the OOM killer kills the call, the agent re-runs it
+    (retries=1), it is killed again and counted failed; the agent lives and completes."""
+    cfg = ReplayConfig(traces=traces[:1], host_memory=512 << 20, static_size="110M",
+                       podman=False, policies=["none", "static"], retries=1)
+    doc = run_replay(cfg, progress=lambda _: None).to_json()
+    check_keys(doc)
+    n, s = doc["policies"]["none"], doc["policies"]["static"]
+    assert (n["tool_calls_killed"], n["calls_retried"], n["work_lost_cpu_s"]) == (0, 0, 0)
+    a = s["tenant_detail"][0]
+    assert a["completed"] and not a["agent_died"], a
+    assert a["tool_calls_killed"] == 2 and a["tool_call_runs"] == a["tool_calls"] + 1
+    assert (a["calls_retried"], a["calls_failed"]) == (1, 1)
+    assert a["work_lost_cpu_s"] > 0  # the killed runs' CPU (their rusage)
+    assert s["host_oom_kills"] >= 2
+    assert_nothing_left(cfg.run_id)
+
+
+ZRAM_CONTROL = Path("/sys/class/zram-control")
+
+
+def zram_ratio(data_per_page: list[bytes], algorithm: str = "lz4") -> tuple[float, int]:
+    """Write pages to a zram device of our own (hot_add, removed after) with `algorithm`;
+    (orig_data_size / compr_data_size, same_pages) from its mm_stat."""
+    dev_id = int((ZRAM_CONTROL / "hot_add").read_text())
+    sysdir = Path(f"/sys/block/zram{dev_id}")
+    try:
+        (sysdir / "comp_algorithm").write_text(algorithm)
+        (sysdir / "disksize").write_text(str(64 << 20))
+        fd = os.open(f"/dev/zram{dev_id}", os.O_WRONLY)
+        try:
+            for p in data_per_page:
+                os.write(fd, p)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        stat = [int(x) for x in (sysdir / "mm_stat").read_text().split()]
+        orig, compr, same = stat[0], stat[1], stat[5]
+        return (orig / compr if compr else float("inf")), same
+    finally:
+        (sysdir / "reset").write_text("1")
+        (ZRAM_CONTROL / "hot_remove").write_text(str(dev_id))
+
+
+def test_pages_in_zram_compress_like_real_memory(root):
+    """Real lz4 in a real zram device: the replay's pages compress 2.3-3.2x and none is stored
+    as same-filled; the old constant fill would be stored for free."""
+    if not (ZRAM_CONTROL / "hot_add").exists() or not Path("/dev/zram0").exists():
+        pytest.skip("no zram on this host (modprobe zram)")
+    from agentshim.replay import pages
+
+    buf = bytearray(32 << 20)
+    pages.fill(buf, len(buf))
+    chunks = [bytes(buf[i:i + (1 << 20)]) for i in range(0, len(buf), 1 << 20)]
+    ratio, same = zram_ratio(chunks, "lz4")
+    assert 2.3 <= ratio <= 3.2 and same == 0, (ratio, same)
+    const_ratio, const_same = zram_ratio([b"\x5a" * (1 << 20)] * 8, "lz4")
+    assert const_same == 8 * 256  # every constant page is a same page: free in zram
+    print(f"zram lz4: replay pages {ratio:.2f}x, same pages {same}; constant fill "
+          f"{const_same} same pages")
+
+
+def test_sweep_smoke(traces, root, tmp_path):
+    """Two overcommit points, two tiny tenants, two policies, bare cgroups: one row per
+    (point, policy) with the numbers of that run, the best ratio per policy, a plot."""
+    plot = tmp_path / "sweep.png"
+    r = subprocess.run([str(Path(sys.executable).parent / "agentshim"), "replay",
+                        str(traces[2]), str(traces[1]), "--no-podman", "--policy",
+                        "none,agentshim", "--sweep-overcommit", "0.8,1.2", "--speed", "2",
+                        "--json", "--plot", str(plot)],
+                       capture_output=True, text=True, check=False, timeout=150)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [p["overcommit"] for p in doc["points"]] == [0.8, 1.2]
+    small, big = (p["host_mb"] for p in doc["points"])
+    assert small == pytest.approx(big * 1.2 / 0.8, rel=0.01)  # the host shrinks with R
+    for p in doc["points"]:
+        assert list(p["policies"]) == ["none", "agentshim"]
+        for m in p["policies"].values():
+            assert m["tenants"] == 2 and m["tool_call_runs"] >= 5
+    # with room (0.8x) nothing dies and nothing is killed: both policies work there
+    assert all(v is not None and v >= 0.8 for v in doc["best"].values()), doc["best"]
+    assert plot.stat().st_size > 10_000

@@ -19,8 +19,10 @@ from agentshim.replay.metrics import (
 )
 from agentshim.replay.output import format_markdown, format_table
 from agentshim.replay.policies import (
+    POLICIES,
     TENANT_OVERHEAD,
     agentshim_policy,
+    fixed_limit,
     policy_yaml,
     priority_of,
     static_limit,
@@ -121,6 +123,14 @@ def test_static_sizes():
         static_limit(s, "lots")
 
 
+def test_static_fixed_is_the_operators_size_scaled_with_the_traces():
+    assert POLICIES.index("static") < POLICIES.index("static-fixed")
+    assert fixed_limit("2G") == 2 << 30
+    assert fixed_limit("2G", mem_scale=0.25) == 512 * MIB
+    with pytest.raises(ValueError):
+        fixed_limit("0")
+
+
 def test_agentshim_policies_are_valid_and_prioritized():
     assert [priority_of(i) for i in range(5)] == ["high", "normal", "low", "normal", "low"]
     for i in range(3):
@@ -139,3 +149,7 @@ def test_cli_refuses_bad_options(tmp_path):
     assert r.exit_code == 2 and "not both" in r.output
     r = CliRunner().invoke(main, ["replay", str(tmp_path), "--static-size", "huge"])
     assert r.exit_code == 2 and "bad size" in r.output
+    r = CliRunner().invoke(main, ["replay", str(tmp_path), "--static-fixed-size", "0"])
+    assert r.exit_code == 2 and "greater than 0" in r.output
+    r = CliRunner().invoke(main, ["replay", str(tmp_path), "--retries", "-1"])
+    assert r.exit_code == 2

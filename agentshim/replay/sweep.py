@@ -1,0 +1,115 @@
+"""A density sweep: the same tenants replayed under every policy at several overcommit ratios,
+and for each policy the highest ratio at which it still works (docs/replay.md).
+
+A policy *works* at a ratio when no agent died, no tenant timed out and at most
+MAX_KILLED_SHARE of its tool-call runs were killed; its highest working overcommit is the
+highest ratio of the sweep at which it, and every lower ratio of the sweep, works (a pass above
+a failure is noise, not density).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agentshim.replay.runner import ReplayConfig, ReplayResult, run_replay
+
+#: Share of tool-call runs killed that still counts as working.
+MAX_KILLED_SHARE = 0.02
+#: (key, label, format) of the sweep table's columns after overcommit and policy.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("tool_calls_killed", "calls killed", "{}"),
+    ("agent_deaths", "agent deaths", "{}"),
+    ("work_lost_cpu_s", "work lost (CPU s)", "{:.1f}"),
+    ("completion_ratio", "completion / own", "{:.3f}"),
+    ("high_priority_ratio", "tenant 0 / own", "{:.3f}"),
+)
+
+
+def parse_ratios(text: str) -> list[float]:
+    """"1,1.5,2" -> [1.0, 1.5, 2.0], sorted, no repeats; ValueError when one is not > 0."""
+    try:
+        ratios = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"not a list of numbers: {text!r}") from None
+    if not ratios or ratios[0] <= 0:
+        raise ValueError("overcommit ratios must be numbers greater than 0")
+    return ratios
+
+
+def high_priority_ratio(m: dict[str, Any]) -> float | None:
+    """Tenant 0's completion / its trace's own time."""
+    detail = m.get("tenant_detail") or []
+    return detail[0].get("completion_ratio") if detail else None
+
+
+def works(m: dict[str, Any], max_killed_share: float = MAX_KILLED_SHARE) -> bool:
+    """No agent death, no time-out, at most max_killed_share of the runs killed."""
+    runs = m.get("tool_call_runs") or m.get("tool_calls") or 0
+    share = (m.get("tool_calls_killed") or 0) / runs if runs else 0.0
+    return (m.get("agent_deaths") or 0) == 0 and not m.get("tenants_timed_out") \
+        and share <= max_killed_share
+
+
+def best_overcommit(points: Sequence[dict[str, Any]],
+                    max_killed_share: float = MAX_KILLED_SHARE) -> dict[str, float | None]:
+    """Per policy: the highest overcommit of the sweep up to which it works at every point
+    (None when it fails at the lowest)."""
+    ordered = sorted(points, key=lambda p: p["overcommit"])
+    names = list(dict.fromkeys(n for p in ordered for n in p["policies"]))
+    best: dict[str, float | None] = {}
+    for name in names:
+        best[name] = None
+        for p in ordered:
+            m = p["policies"].get(name)
+            if m is None or not works(m, max_killed_share):
+                break
+            best[name] = p["overcommit"]
+    return best
+
+
+def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
+    v = high_priority_ratio(m) if key == "high_priority_ratio" else m.get(key)
+    return "-" if v is None else fmt.format(v)
+
+
+def format_sweep(doc: dict[str, Any]) -> str:
+    """The sweep as aligned text: one row per (overcommit, policy), then the best ratios."""
+    header = ["overcommit", "host MiB", "policy", *(label for _, label, _ in COLUMNS)]
+    rows = []
+    for p in doc["points"]:
+        for name, m in p["policies"].items():
+            rows.append([f"{p['overcommit']:g}x", f"{p['host_mb']:.0f}", name,
+                         *(_cell(m, k, f) for k, _, f in COLUMNS)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(widths[i]) if i == 2 else c.rjust(widths[i])
+                       for i, c in enumerate(r)).rstrip() for r in [header, *rows]]
+    lines.append("")
+    share = doc.get("max_killed_share", MAX_KILLED_SHARE)
+    lines.append(f"highest overcommit with 0 agent deaths and at most {share:.0%} of tool "
+                 "calls killed (and every lower ratio too):")
+    for name, r in doc["best"].items():
+        lines.append(f"  {name}: " + (f"{r:g}x" if r is not None else
+                                       f"none (fails at {doc['points'][0]['overcommit']:g}x)"))
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(config: ReplayConfig, ratios: Sequence[float],
+              progress: Callable[[str], None] = print) -> tuple[dict[str, Any],
+                                                              list[ReplayResult]]:
+    """Run the config's policies at each overcommit ratio; the sweep's document and the
+    replays' results."""
+    results: list[ReplayResult] = []
+    points: list[dict[str, Any]] = []
+    for r in ratios:
+        progress(f"sweep: overcommit {r:g}x")
+        cfg = dataclasses.replace(config, overcommit=r, host_memory=None)
+        res = run_replay(cfg, progress)
+        results.append(res)
+        points.append({"overcommit": r, "host_mb": res.config["host_mb"],
+                       "policies": res.policies, "swap": res.config.get("swap")})
+    doc = {"points": points, "best": best_overcommit(points),
+           "max_killed_share": MAX_KILLED_SHARE,
+           "tenants": results[0].tenants if results else []}
+    return doc, results
