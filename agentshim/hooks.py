@@ -175,7 +175,8 @@ def make_plan(policy: pol.Policy) -> dict[str, Any]:
 
     m = policy.memory
     return {"total": opt(m.total), "framework_low": opt(m.framework_protect),
-            "tools_high": opt(m.tools), "policy_yaml": yaml.safe_dump(policy.to_dict())}
+            "tools_high": opt(m.tools),
+            "policy_yaml": yaml.safe_dump(policy.to_dict(), sort_keys=False)}
 
 
 def _safe_slot(slot: str) -> bool:

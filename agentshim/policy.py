@@ -201,6 +201,19 @@ class Policy:
             return self.memory.tool_default
         return min(cat.memory, self.memory.tools)
 
+    def _named_builtins(self) -> set[str]:
+        """Built-in categories without settings that must still be listed for the order of
+        categories (which decides classification) to load back the same: those before the
+        longest tail that is the default order of the built-ins not listed before it."""
+        names = [c.name for c in self.categories]
+        for k in range(len(names) + 1):
+            head, tail = names[:k], self.categories[k:]
+            if [c.name for c in tail] == [n for n in BUILTIN_CATEGORIES if n not in head] and \
+                    all(c.builtin and not c.match and c.memory is None and c.priority is None
+                        for c in tail):
+                return {c.name for c in self.categories[:k] if c.builtin}
+        return set(names)
+
     def to_dict(self, effective: bool = False) -> dict[str, Any]:
         """The policy as YAML-ready data that :func:`load_policy` accepts back.
 
@@ -208,6 +221,7 @@ class Policy:
         otherwise only categories carrying settings of their own appear.
         """
         cats: dict[str, Any] = {}
+        keep_order = set() if effective else self._named_builtins()
         for cat in self.categories:
             entry: dict[str, Any] = {}
             if cat.match or (effective and not cat.builtin):
@@ -220,7 +234,7 @@ class Policy:
                     entry["memory"] = format_size(cat.memory)
                 if cat.priority is not None:
                     entry["priority"] = cat.priority
-            if entry or not cat.builtin:
+            if entry or not cat.builtin or cat.name in keep_order:
                 cats[cat.name] = entry
         return {
             "priority": self.priority,

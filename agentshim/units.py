@@ -139,8 +139,15 @@ def format_duration(seconds: float) -> str:
         if seconds >= scale and float(seconds / scale).is_integer():
             return f"{int(seconds / scale)}{unit}"
     if seconds >= 1:
-        return f"{float(seconds)!r}s"
+        return f"{_positional(seconds)}s"
     millis = seconds * 1000
     if millis.is_integer():
         return f"{int(millis)}ms"
-    return f"{float(seconds)!r}s"
+    return f"{_positional(seconds)}s"
+
+
+def _positional(x: float) -> str:
+    """The shortest round-tripping digits of x without an exponent (1e-05 -> 0.00001)."""
+    from decimal import Decimal
+
+    return format(Decimal(repr(float(x))), "f")
