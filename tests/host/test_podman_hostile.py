@@ -82,10 +82,12 @@ CASES: dict[str, Callable[[Path], None]] = {
 
 
 def leftovers(ash) -> set[str]:
-    slots = ash.run_dir / "slots"
-    plans = ash.state_dir / "hooks"
-    return ({p.name for p in slots.iterdir()} if slots.exists() else set()) | (
-        {p.name for p in plans.iterdir()} if plans.exists() else set())
+    """Slot directories, plans, records and slot claims of agentshim's hooks."""
+    found: set[str] = set()
+    for d in (ash.run_dir / "slots", ash.state_dir / "hooks", ash.state_dir / "hooks" / "claims"):
+        if d.exists():
+            found |= {str(p) for p in d.iterdir() if p.name != "claims"}
+    return found
 
 
 def run_reader(ash, image: str, *volume: str) -> subprocess.CompletedProcess:
