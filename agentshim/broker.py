@@ -268,7 +268,8 @@ class Broker:
             seq = ctr.next_seq
             ctr.next_seq += 1
             try:
-                tree.create_call(seq, MemoryLimits(high=g.memory), pid=peer_pid)
+                # swap=0: the grant bounds memory and swap (offload lifts it for a frozen call)
+                tree.create_call(seq, MemoryLimits(high=g.memory, swap=0), pid=peer_pid)
             except CgroupError as e:
                 self.room.release(waiter)
                 raise Refused(f"cannot create the call's cgroup: {e}") from e

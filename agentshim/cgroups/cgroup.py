@@ -38,11 +38,16 @@ V1_UNLIMITED = "-1"
 
 @dataclass(frozen=True)
 class MemoryLimits:
-    """Budgets of one cgroup in bytes; None means no limit (max) / no protection (low)."""
+    """Budgets of one cgroup in bytes; None means no limit (max) / no protection (low).
+
+    `swap` bounds what the cgroup may have in swap beyond its memory limit: 0 keeps it in RAM
+    (v2 memory.swap.max 0; v1 memory.swappiness 0, so its own limit never swaps it), so that a
+    budget stays a budget on a host with swap; None leaves swap alone. v2 takes any size."""
 
     high: int | None = None
     max: int | None = None
     low: int | None = None
+    swap: int | None = None
 
 
 @dataclass(frozen=True)
@@ -392,14 +397,39 @@ class Cgroup:
             self.write("memory", "memory.low", v(limits.low, "0"))
             self.write("memory", "memory.high", v(limits.high, "max"))
             self.write("memory", "memory.max", v(limits.max, "max"))
+            if limits.swap is not None and (self._dir("memory") / "memory.swap.max").exists():
+                self.write("memory", "memory.swap.max", str(limits.swap))
             return
         bound = [x for x in (limits.high, limits.max) if x is not None]
         limit = min(bound) if bound else None
         throttle = limits.high is not None and (limits.max is None or limits.high < limits.max)
-        self.write("memory", "memory.limit_in_bytes", V1_UNLIMITED if limit is None else str(limit))
+        self._set_v1_limits(limit, limits.swap)
         self.write("memory", "memory.oom_control", "1" if throttle else "0")
         self.write("memory", "memory.soft_limit_in_bytes",
                    V1_UNLIMITED if limits.low is None else str(limits.low))
+
+    def _set_v1_limits(self, limit: int | None, swap: int | None) -> None:
+        """limit_in_bytes, and for swap=0 memory.swappiness 0: the cgroup's own limit
+        reclaim then never swaps its anonymous memory (v1 keeps memory.failcnt and under_oom
+        meaningful that way; a memsw limit equal to the memory limit would be hit first, and
+        6.x kernels do not count memsw failures)."""
+        self.write("memory", "memory.limit_in_bytes", V1_UNLIMITED if limit is None else str(limit))
+        if swap not in (None, 0):
+            raise ValueError("cgroup v1: a swap bound other than 0 is not supported")
+        if swap == 0 and (self._dir("memory") / "memory.swappiness").exists():
+            self.write("memory", "memory.swappiness", "0")
+
+    def allow_swap(self) -> None:
+        """Lift the cgroup's swap bound (for offloading a frozen call)."""
+        if self.layout.mode == "v2":
+            if (self._dir("memory") / "memory.swap.max").exists():
+                self.write("memory", "memory.swap.max", "max")
+            return
+        try:
+            host = Path("/proc/sys/vm/swappiness").read_text().strip() or "60"
+        except OSError:
+            host = "60"
+        self.write("memory", "memory.swappiness", host if host != "0" else "60")
 
     def memory_limits(self) -> MemoryLimits:
         """Read the budgets back in the same terms as set_memory()."""
@@ -502,6 +532,22 @@ class Cgroup:
         before = self.memory_usage()
         if before <= target:
             return 0
+        # a call's budget keeps it out of swap (MemoryLimits.swap=0): lifted for the offload,
+        # put back after (what went to swap stays there until it is touched)
+        bound_file = "memory.swap.max" if self.layout.mode == "v2" else "memory.swappiness"
+        try:
+            bound = self.read("memory", bound_file).strip()
+        except CgroupError:
+            bound = None
+        self.allow_swap()
+        try:
+            return self._push_out(before, target, step, deadline_s)
+        finally:
+            if bound is not None:
+                with contextlib.suppress(CgroupError):
+                    self.write("memory", bound_file, bound)
+
+    def _push_out(self, before: int, target: int, step: int, deadline_s: float) -> int:
         if self.layout.mode == "v2":
             with contextlib.suppress(CgroupError):  # EAGAIN: less went than asked
                 self.write("memory", "memory.reclaim", str(before - target))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 from dataclasses import dataclass
 
@@ -109,7 +110,12 @@ class ContainerTree:
         return self.tools.child(f"{CALL_PREFIX}{seq}")
 
     def create_call(self, seq: int, limits: MemoryLimits, pid: int | None = None) -> Cgroup:
-        """Create tools/call-<seq>, apply its budget and move `pid` in. All or nothing."""
+        """Create tools/call-<seq>, apply its budget and move `pid` in. All or nothing.
+        Unless `limits.swap` says otherwise the budget bounds memory and swap together, so a
+        call over its budget waits or is killed at it on a host with swap too, rather than
+        growing into swap (agentshim offloads a frozen call itself: Cgroup.offload)."""
+        if limits.swap is None:
+            limits = dataclasses.replace(limits, swap=0)
         cg = self.call(seq)
         cg.create()
         try:

@@ -22,7 +22,7 @@ from tests.host.test_ladder import host  # noqa: F401 (the shared parent cgroup 
 HOLDER = r"""
 import hashlib, os, sys
 mb = int(sys.argv[1])
-text = (b"def test_case_%d(self):\n    assert compute(x) == expected\n" * 1000)[:1 << 19]
+text = (b"def test_case_%d(self):\n    assert compute(x) == expected\n" * 9000)[:1 << 19]
 chunks = [os.urandom(1 << 19) if i % 3 == 0 else text for i in range(2 * mb)]
 blocks = [bytearray(c) for c in chunks]
 for i, b in enumerate(blocks):
@@ -55,7 +55,7 @@ def test_a_frozen_call_is_offloaded_and_reads_back_intact(scratch, swap):
     try:
         assert call.freeze(wait_s=5)
         before = call.memory_usage()
-        assert before >= 240 * MB
+        assert before >= 256 * MB
         gone = call.offload()
         after = call.memory_usage()
         assert gone >= 0.7 * before and after <= 0.3 * before, (before, gone, after)
@@ -66,8 +66,8 @@ def test_a_frozen_call_is_offloaded_and_reads_back_intact(scratch, swap):
         again = p.stdout.readline().split()
         assert again == ["again", digest]  # every byte came back
     finally:
-        p.kill()
-        p.wait()
+        call.kill()  # thaws a v1 freezer, so the kill lands even if an assertion failed frozen
+        p.wait(timeout=30)
         tree.remove_call(1)
 
 
