@@ -153,12 +153,16 @@ def execute_sweep(config: object, ratios: str, as_json: bool, plot: Path | None)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the plot (PNG) here.")
 @click.option("--no-podman", is_flag=True, help="Bare cgroups and processes, no containers.")
+@click.option("--no-swap", is_flag=True,
+              help="Nothing in the replay swaps, whatever swap the machine has (every policy "
+              "alike).")
 @click.option("--keep", is_flag=True, help="Keep the tenants' files (logs, schedules).")
 def replay(traces: tuple[Path, ...], tenants: int | None, host_memory: int | None,
            overcommit: float | None, speed: float, policies: list[str], static_size: str,
            static_fixed_size: int, mem_scale: float, freeze_timeout: float,
            max_duration: float | None, retries: int, sweep_overcommit: str | None,
-           as_json: bool, plot: Path | None, no_podman: bool, keep: bool) -> None:
+           as_json: bool, plot: Path | None, no_podman: bool, no_swap: bool,
+           keep: bool) -> None:
     """Replay agent traces as tenants on one memory-limited host under each policy.
 
     Each TRACE is a trace directory (the published dataset's or agentshim's own format) or a
@@ -177,7 +181,7 @@ def replay(traces: tuple[Path, ...], tenants: int | None, host_memory: int | Non
                           overcommit=overcommit, speed=speed, mem_scale=mem_scale,
                           policies=policies, static_size=static_size, podman=not no_podman,
                           freeze_timeout_s=freeze_timeout, max_duration_s=max_duration,
-                          keep=keep, retries=retries,
+                          keep=keep, retries=retries, swap=not no_swap,
                           static_fixed_size=str(static_fixed_size))
     if sweep_overcommit is not None:
         execute_sweep(config, sweep_overcommit, as_json, plot)

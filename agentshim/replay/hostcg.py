@@ -73,12 +73,14 @@ def remove_everywhere(rel: str, kill: bool = True, timeout_s: float = 5.0) -> li
 
 
 class HostCgroup:
-    """The outer cgroup at `rel` with memory limit `limit` bytes."""
+    """The outer cgroup at `rel` with memory limit `limit` bytes; with swap=False nothing
+    below it swaps."""
 
-    def __init__(self, layout: Layout, rel: str, limit: int) -> None:
+    def __init__(self, layout: Layout, rel: str, limit: int, swap: bool = True) -> None:
         self.layout = layout
         self.rel = rel.strip("/")
         self.limit = limit
+        self.swap = swap
         self.cg = Cgroup.at(layout, self.rel)
 
     def create(self) -> None:
@@ -89,7 +91,9 @@ class HostCgroup:
         try:
             if self.layout.mode == "v2":
                 self.cg.enable_controllers()
-            self.cg.set_memory(MemoryLimits(max=self.limit))
+            # swap=False: v2 swap.max 0 holds for the whole subtree; v1 swappiness 0 is
+            # copied into every cgroup made below it afterwards (tenants, their calls)
+            self.cg.set_memory(MemoryLimits(max=self.limit, swap=None if self.swap else 0))
         except BaseException:
             self.destroy()
             raise

@@ -80,8 +80,10 @@ def _vs(policies: dict[str, dict[str, Any]], lead: str, key: str, fmt: str) -> s
     return val(lead) + (" vs " + ", ".join(others) if others else "")
 
 
-def swap_phrase(swap: list[dict[str, Any]] | None) -> str:
+def swap_phrase(swap: list[dict[str, Any]] | None, allowed: bool = True) -> str:
     """What /proc/swaps said during the run, in words."""
+    if not allowed:
+        return "swap off for this run (--no-swap)"
     if not swap:
         return "no swap (/proc/swaps empty)"
     parts = [f"{d['device']} {d['size_kb'] / 1024:.0f} MiB" for d in swap]
@@ -102,10 +104,12 @@ def outcome_line(result: dict[str, Any]) -> str:
     lost = _vs(policies, lead, "work_lost_cpu_s", "{:.1f}")
     ratio = _vs(policies, lead, "completion_ratio", "{:.2f}x")
     failed = m.get("calls_failed") or 0
+    config = result.get("config", {})
+    swap = swap_phrase(config.get("swap"), config.get("swap_allowed", True))
     return (f"{lead} killed {killed} tool calls ({m.get('calls_retried') or 0} re-run, "
             f"{failed} failed for good); agent deaths {deaths}; CPU s lost in killed calls "
             f"{lost}; mean completion {ratio}; "
-            f"{swap_phrase(result.get('config', {}).get('swap'))}")
+            f"{swap}")
 
 
 def format_markdown(policies: dict[str, dict[str, Any]]) -> str:

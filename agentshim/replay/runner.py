@@ -65,6 +65,8 @@ class ReplayConfig:
     max_duration_s: float | None = None
     reactive_share: float = REACTIVE_USAGE_SHARE
     retries: int = 2
+    #: False: the host cgroup (and so every tenant) never swaps, whatever swap the machine has
+    swap: bool = True
     keep: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
@@ -93,18 +95,11 @@ def mem_available() -> int:
 
 
 def swap_devices(path: Path = Path("/proc/swaps")) -> list[dict[str, Any]]:
-    """The swap devices /proc/swaps lists: device, type, size_kb, used_kb."""
-    out = []
-    try:
-        lines = path.read_text().splitlines()[1:]
-    except OSError:
-        return out
-    for line in lines:
-        f = line.split()
-        if len(f) >= 4:
-            out.append({"device": f[0], "type": f[1], "size_kb": int(f[2]),
-                        "used_kb": int(f[3])})
-    return out
+    """The swap devices /proc/swaps lists (agentshim.swap): device, type, size_kb, used_kb."""
+    from agentshim import swap
+
+    return [{"device": d.name, "type": d.kind, "size_kb": d.size // 1024,
+             "used_kb": d.used // 1024} for d in swap.devices(path)]
 
 
 def schedules_for(config: ReplayConfig) -> list[Schedule]:
@@ -157,7 +152,7 @@ class Replay:
                                        len(self.schedules))
                        for i, s in enumerate(self.schedules)}
         self.fixed_limit = fixed_limit(config.static_fixed_size, config.mem_scale)
-        self.swap = swap_devices()  # as the run starts
+        self.swap = swap_devices() if config.swap else []  # as the run starts
         self.work = Path(tempfile.mkdtemp(prefix=f"agentshim-replay-{config.run_id}-"))
         self.service: PrivateAgentshim | None = None
         self.image = ""
@@ -217,7 +212,7 @@ class Replay:
     def run_policy(self, policy: str) -> tuple[dict[str, Any], list[tuple[float, int]]]:
         """Run every tenant under `policy`; its metrics and host memory series."""
         host = HostCgroup(self.layout, f"agentshim-replay-{self.config.run_id}-{policy}",
-                          self.host_bytes)
+                          self.host_bytes, swap=self.config.swap)
         host.create()
         tenants: list[Tenant] = []
         reactive: ReactivePoller | None = None
@@ -358,7 +353,7 @@ class Replay:
                   "static_fixed_size": c.static_fixed_size,
                   "podman": c.podman, "freeze_timeout_s": c.freeze_timeout_s,
                   "retries": c.retries,
-                  "cgroups": self.layout.mode, "swap": self.swap}
+                  "cgroups": self.layout.mode, "swap": self.swap, "swap_allowed": c.swap}
         return ReplayResult(config=config, tenants=info, policies=policies, series=series,
                             host_bytes=self.host_bytes)
 

@@ -22,7 +22,9 @@ from tests.daemon_support import MB, end_call, register, start_call, start_daemo
 
 @pytest.fixture
 def daemon(tmp_path, layout):
-    d = start_daemon(tmp_path, bpf=False)
+    # the ladder as such: a frozen call keeps its memory (offloading it to swap, which
+    # test_offload.py tests, would let the ladder thaw it at once on a host with swap)
+    d = start_daemon(tmp_path, bpf=False, extra_env={"AGENTSHIM_OFFLOAD": "0"})
     yield d
     assert d.stop() == 0, d.log.read_text()
 

@@ -36,7 +36,8 @@ ALLOC = ("import sys, time\n"
          "sys.stdin.read(1) if sys.argv[3] == 'hold' else None\n")
 
 
-ash = agentshim_fixture("ashim-ladder", python=True, extra_env={"AGENTSHIM_BPF": "0"})
+ash = agentshim_fixture("ashim-ladder", python=True,
+                       extra_env={"AGENTSHIM_BPF": "0", "AGENTSHIM_OFFLOAD": "0"})
 
 
 @pytest.fixture

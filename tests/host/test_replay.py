@@ -76,7 +76,8 @@ def test_every_policy_bare(traces, root):
     """One run, five policies, bare cgroups: the host has room for everything, static limits
     are below the 120 MB burst, static-fixed's 2G above everything, the reactive poller is
     told to react at 20% of the host."""
-    cfg = ReplayConfig(traces=traces, host_memory=1 << 30, static_size="110M", podman=False,
+    cfg = ReplayConfig(traces=traces, swap=False, host_memory=1 << 30, static_size="110M",
+                       podman=False,
                        reactive_share=0.2)
     result = run_replay(cfg, progress=lambda _: None)
     doc = result.to_json()
@@ -117,7 +118,7 @@ def test_every_policy_bare(traces, root):
 def test_podman_tenants_under_agentshim_and_static(traces, root):
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (packaging/setup-host.sh)")
-    cfg = ReplayConfig(traces=traces[:2], host_memory=768 << 20, static_size="100M",
+    cfg = ReplayConfig(traces=traces[:2], swap=False, host_memory=768 << 20, static_size="100M",
                        policies=["static", "agentshim"])
     result = run_replay(cfg, progress=lambda _: None)
     doc = result.to_json()
@@ -148,7 +149,7 @@ def test_cli_json_and_plot(traces, root, tmp_path):
 
 def test_host_too_big_for_this_machine_is_refused(traces, root):
     with pytest.raises(ReplayError, match="more than 80%"):
-        run_replay(ReplayConfig(traces=traces, host_memory=1 << 50, podman=False),
+        run_replay(ReplayConfig(traces=traces, swap=False, host_memory=1 << 50, podman=False),
                    progress=lambda _: None)
 
 
@@ -157,7 +158,7 @@ def test_shared_traces_replay(root):
     if len(found) < 2:
         pytest.skip(f"the published traces are not at {SHARED} (see ../shared/traces)")
     # two real tasks, the first 150 s of each at 25x, memory halved, room for all
-    cfg = ReplayConfig(traces=found[:2], speed=25, mem_scale=0.5, max_duration_s=150,
+    cfg = ReplayConfig(traces=found[:2], swap=False, speed=25, mem_scale=0.5, max_duration_s=150,
                        overcommit=0.8, podman=False, policies=["none"])
     result = run_replay(cfg, progress=lambda _: None)
     n = result.to_json()["policies"]["none"]
@@ -169,7 +170,7 @@ def test_shared_traces_replay(root):
 def test_a_killed_call_is_rerun_and_counted(traces, root):
     """Static 110M under a 120 MB burst: the OOM killer kills the call, the agent re-runs it
     (retries=1), it is killed again and counted failed; the agent lives and completes."""
-    cfg = ReplayConfig(traces=traces[:1], host_memory=512 << 20, static_size="110M",
+    cfg = ReplayConfig(traces=traces[:1], swap=False, host_memory=512 << 20, static_size="110M",
                        podman=False, policies=["none", "static"], retries=1)
     doc = run_replay(cfg, progress=lambda _: None).to_json()
     check_keys(doc)

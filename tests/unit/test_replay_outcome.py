@@ -38,9 +38,10 @@ def test_swap_read_from_proc_swaps(tmp_path: Path):
     f.write_text("Filename\tType\tSize\tUsed\tPriority\n"
                  "/dev/zram0                              partition\t1048572\t2048\t100\n")
     devs = swap_devices(f)
-    assert devs == [{"device": "/dev/zram0", "type": "partition", "size_kb": 1048572,
+    assert devs == [{"device": "/dev/zram0", "type": "zram", "size_kb": 1048572,
                      "used_kb": 2048}]
     assert swap_phrase(devs) == "swap on: /dev/zram0 1024 MiB"
     f.write_text("Filename\tType\tSize\tUsed\tPriority\n")
     assert swap_devices(f) == [] and swap_phrase([]).startswith("no swap")
     assert swap_devices(tmp_path / "absent") == []
+    assert swap_phrase(devs, allowed=False) == "swap off for this run (--no-swap)"
