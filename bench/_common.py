@@ -1,5 +1,6 @@
 """What the benchmarks in bench/ share: the command line's --json, percentiles and summaries of
-samples, a scratch cgroup under agentshim.bench, a private agentshim for the podman ones.
+samples, a process's memory, a scratch cgroup under agentshim.bench, a private agentshim for the
+podman ones.
 
 Importing it puts the checkout on sys.path (the benchmarks use tests/ helpers). Its name starts
 with "_" so that bench/run_all.py does not take it for a benchmark.
@@ -85,6 +86,17 @@ def stats_line(label: str, stats: dict[str, float], names: Sequence[str], width:
     to width, values 7 wide with `digits` decimals), for the stats named."""
     return f"  {label:{width}s} " + "   ".join(
         f"{n} {stats[f'{n}_ms']:7.{digits}f} ms" for n in names)
+
+
+def mem_kb(pid: int) -> dict[str, int]:
+    """PSS, USS (private clean + dirty) and RSS of a process, KiB."""
+    vals: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        k, _, rest = line.partition(":")
+        if k in ("Pss", "Rss", "Private_Clean", "Private_Dirty"):
+            vals[k] = int(rest.split()[0])
+    return {"pss": vals["Pss"], "uss": vals["Private_Clean"] + vals["Private_Dirty"],
+            "rss": vals["Rss"]}
 
 
 @contextlib.contextmanager

@@ -17,23 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import arg_parser, parse_args, scratch_cgroup, write_json
+from _common import arg_parser, mem_kb, parse_args, scratch_cgroup, write_json
 
 from agentshim.protocol import request
 from tests.daemon_support import Call, register, start_call, start_daemon
 
 POLICY = "memory: {total: 1G, framework_protect: 64M, tool_default: 256M}\n"
-
-
-def mem_kb(pid: int) -> dict[str, int]:
-    """PSS, USS (private clean + dirty) and RSS of a process, KiB."""
-    vals: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        k, _, rest = line.partition(":")
-        if k in ("Pss", "Rss", "Private_Clean", "Private_Dirty"):
-            vals[k] = int(rest.split()[0])
-    return {"pss": vals["Pss"], "uss": vals["Private_Clean"] + vals["Private_Dirty"],
-            "rss": vals["Rss"]}
 
 
 def settled(pid: int, seconds: float = 3.0) -> dict[str, int]:
