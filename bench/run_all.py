@@ -2,12 +2,12 @@
 
     sudo .venv/bin/python bench/run_all.py [--only NAME...] [--skip NAME...]
 
-Runs each bench/*.py with --json (the known ones in the order below, then any other script
-found in bench/), shows their output as they go, keeps each one's log in build/bench/NAME.log,
-and writes bench/results.json (every benchmark's own JSON, its status and duration, the host)
-and bench/results.md (a markdown summary: one table of key figures per benchmark, the replay
-comparison as a table). A benchmark that is not in the tree yet is skipped with a note; one
-that fails is reported as failed and the others still run (exit status 1 then).
+Runs each bench/*.py with --json and its ARGS (the known ones in the order below, then any other
+script found in bench/), shows their output as they go, keeps each one's log in
+build/bench/NAME.log, and writes bench/results.json (every benchmark's own JSON, its status and
+duration, the host) and bench/results.md (a markdown summary: one table of key figures per
+benchmark, the replay comparison as a table). A benchmark that is not in the tree yet is skipped
+with a note; one that fails is reported as failed and the others still run (exit status 1 then).
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ KNOWN = (
     ("daemon_memory", "agentshimd memory with 1 vs 20 containers"),
     ("trace_recorder", "live trace recorder cost"),
     ("replay_compare", "replay comparison: none / static / static-fixed / reactive / agentshim"),
+    ("soak", "agentshimd soak: calls through a kill -9 and restart, leaks"),
 )
+#: options a benchmark gets in `make bench` besides --json (the soak's full size is 10,000
+#: calls: run that by hand, docs/daemon.md)
+ARGS = {"soak": ["--calls", "1000"]}
 NOT_BENCHMARKS = {"run_all"}
 TIMEOUT_S = 45 * 60
 
@@ -76,7 +80,8 @@ def run_one(name: str, path: Path) -> dict[str, Any]:
         out = Path(tmp) / "result.json"
         t0 = time.monotonic()
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, str(path), "--json", str(out)], cwd=REPO,
+            proc = subprocess.Popen([sys.executable, str(path), *ARGS.get(name, []),
+                                     "--json", str(out)], cwd=REPO,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
             try:
