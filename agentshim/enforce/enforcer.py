@@ -432,12 +432,17 @@ class Enforcer:
             except CgroupError:
                 continue
             frozen_m = None if call.frozen_since is None else now_m - (now_w - call.frozen_since)
+            cpu_s = 0.0
+            if call.frozen_since is not None:  # only frozen calls are ever killed for room
+                with contextlib.suppress(CgroupError, OSError, ValueError):
+                    cpu_s = cg.cpu_usage_us() / 1e6
             out.append(CallView(
                 container=ctr.id, seq=call.seq, priority=call.priority, usage=usage,
                 grant=call.grant, freeze_timeout=policy.freeze_timeout,
                 can_freeze="freeze" in policy.on_pressure,
                 can_kill="kill_tool" in policy.on_pressure, frozen_since=frozen_m,
-                at_budget_since=call.at_budget_since, frozen_for_budget=call.frozen_for_budget))
+                at_budget_since=call.at_budget_since, frozen_for_budget=call.frozen_for_budget,
+                cpu_s=cpu_s))
         return out
 
     def _note_budget(self, ctr: ManagedContainer, call: ActiveCall, cg: Cgroup, usage: int,

@@ -72,6 +72,7 @@ class CallView:
     #: since when the call has been held at its own budget (throttled / waiting), if it is
     at_budget_since: float | None = None
     frozen_for_budget: bool = False
+    cpu_s: float = 0.0  # CPU time the call has done (read for frozen calls: kill candidates)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -128,6 +129,18 @@ class ScopeState:
 
 def _pct(usage: int, limit: int) -> str:
     return f"{100 * usage / limit:.0f}%" if limit > 0 else "?"
+
+
+def order_victims(calls: list[CallView]) -> list[CallView]:
+    """Whom to kill first: the call whose loss costs least per byte freed. Lowest priority,
+    then the least CPU time done per byte it holds (the work an agent must redo), then the
+    youngest."""
+    return sorted(calls, key=lambda c: (c.rank, c.cpu_s / max(c.usage, 1), -c.seq))
+
+
+def _victim_reason(v: CallView) -> str:
+    return (f"the least work lost per byte freed ({v.cpu_s:.1f} s of CPU done, "
+            f"{v.usage >> 20} MiB held)")
 
 
 def _order_to_freeze(calls: list[CallView]) -> list[CallView]:
@@ -238,13 +251,14 @@ class Ladder:
         if level == "over" and frozen:
             # close to the kernel's OOM killer: make room by killing a frozen call (lower
             # priorities first) rather than freezing yet another one
-            victims = [c for c in (frozen_lower or frozen) if c.can_kill]
-            victims.sort(key=lambda c: (c.rank, -c.usage, c.seq))
+            victims = order_victims([c for c in (frozen_lower or frozen) if c.can_kill])
             if victims:
                 v = victims[0]
                 why = ("made room for a higher-priority call" if frozen_lower
                        else "made room before the kernel's OOM killer would")
-                out.append(Action("kill", v.container, v.seq, f"{where}: {why}", scope.name))
+                out.append(Action("kill", v.container, v.seq,
+                                  f"{where}: {why}; chosen for {_victim_reason(v)}",
+                                  scope.name))
                 return out
         if frozen_lower:
             return out

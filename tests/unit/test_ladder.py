@@ -156,3 +156,22 @@ def test_over_the_mark_a_frozen_call_of_the_same_priority_is_killed_first():
     lad.scope_actions(scope(920, calls), now=0.0)
     _, acts = lad.scope_actions(scope(975, calls), now=0.2)
     assert kinds(acts) == [("kill", 1)] and "OOM killer" in acts[0].reason
+
+
+def test_the_victim_is_the_call_whose_loss_costs_least_per_byte_freed():
+    from dataclasses import replace
+
+    from agentshim.enforce.ladder import order_victims
+
+    old = replace(call(1, 400, frozen_since=0.0), cpu_s=120.0)  # 2 min of work in 400M
+    young = replace(call(2, 300, frozen_since=0.0), cpu_s=3.0)
+    low = replace(call(3, 100, prio="low", frozen_since=0.0), cpu_s=500.0)
+    assert [c.seq for c in order_victims([old, young, low])] == [3, 2, 1]
+    # equal work per byte: the youngest goes
+    a, b = replace(young, seq=4, cpu_s=0.0), replace(young, seq=5, cpu_s=0.0)
+    assert [c.seq for c in order_victims([a, b])] == [5, 4]
+    lad = Ladder()
+    calls = [old, young, call(6, 100)]
+    lad.scope_actions(scope(920, calls), now=0.0)
+    _, acts = lad.scope_actions(scope(975, calls), now=0.2)
+    assert kinds(acts) == [("kill", 2)] and "least work lost per byte" in acts[0].reason
