@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 ADMIT_MARK = 0.85  # a call is admitted while usage + need stays under this share of a limit
+NEAR_MARK = 0.70  # ...and always while the scope's own usage is below this share: not near
 HISTORY = 50  # peaks kept per category
 MIN_SAMPLES = 3  # fewer peaks than this: the need is the grant
 POLL_S = 0.1  # waiters re-read usage this often (memory frees without telling anyone)
@@ -34,20 +35,24 @@ PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
 @dataclass(frozen=True)
 class Room:
-    """One scope's memory as read at call start: usage and limit in bytes, and how many
-    calls run in it now."""
+    """One scope's memory as read at call start: usage and limit in bytes, how many calls run
+    in it now, and the bytes its just-admitted calls are still expected to take."""
 
     name: str
     usage: int
     limit: int
     running: int
+    reserved: int = 0
 
 
-def fits(room: Room, need: int, mark: float = ADMIT_MARK) -> bool:
-    """True when a call needing `need` bytes may start in `room` now."""
+def fits(room: Room, need: int, mark: float = ADMIT_MARK, near: float = NEAR_MARK) -> bool:
+    """True when a call needing `need` bytes may start in `room` now: the scope is not near
+    its limit, or the call fits under the mark beside what runs and what was just admitted."""
     if room.limit <= 0 or room.running == 0:
         return True  # unlimited, or alone: nothing else could free memory for it
-    return room.usage + need <= mark * room.limit
+    if room.usage < near * room.limit:
+        return True  # not near its limit: the ladder handles what bursts from here
+    return room.usage + room.reserved + need <= mark * room.limit
 
 
 class PeakHistory:
@@ -123,7 +128,8 @@ class WaitingRoom:
         running yet as running, with their need used."""
         pending = [n for o, n in self._pending.values() if shares(o)]
         for r in rooms:
-            seen = replace(r, usage=r.usage + sum(pending), running=r.running + len(pending))
+            seen = replace(r, reserved=r.reserved + sum(pending),
+                           running=r.running + len(pending))
             if not fits(seen, need):
                 return seen
         return None

@@ -294,8 +294,8 @@ class Enforcer:
         unfilled = {ctr.id: self._unfilled(ctr)}
         with contextlib.suppress(CgroupError):
             rooms.append(Room(f"container {ctr.id[:12]}", self.broker.tree(ctr).root
-                              .memory_usage() + unfilled[ctr.id],
-                              self.broker.policy(ctr).memory.total, len(ctr.calls)))
+                              .memory_usage(), self.broker.policy(ctr).memory.total,
+                              len(ctr.calls), unfilled[ctr.id]))
         name = self.host_name(ctr)
         with self._lock:
             host = self.hosts.get(name)
@@ -311,8 +311,8 @@ class Enforcer:
         for c in members:
             if c.id not in unfilled:
                 unfilled[c.id] = self._unfilled(c)
-        rooms.append(Room("the host", usage + sum(unfilled[c.id] for c in members), limit,
-                          sum(len(c.calls) for c in members)))
+        rooms.append(Room("the host", usage, limit, sum(len(c.calls) for c in members),
+                          sum(unfilled[c.id] for c in members)))
         return rooms
 
     def _arm_host(self, host: HostScope, limit: int) -> None:

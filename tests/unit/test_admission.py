@@ -17,9 +17,11 @@ from agentshim.enforce.admission import (
 G = 1 << 30
 
 
-def test_fits_under_the_mark_and_always_when_alone_or_unlimited():
-    assert fits(Room("c", usage=1 * G, limit=4 * G, running=1), need=2 * G)
-    assert not fits(Room("c", usage=2 * G, limit=4 * G, running=1), need=2 * G)
+def test_fits_under_the_mark_and_always_when_not_near_alone_or_unlimited():
+    assert fits(Room("c", usage=3 * G, limit=4 * G, running=1), need=G // 4)
+    assert not fits(Room("c", usage=3 * G, limit=4 * G, running=1), need=G)
+    assert not fits(Room("c", usage=3 * G, limit=4 * G, running=1, reserved=G // 2), need=G // 4)
+    assert fits(Room("c", usage=2 * G, limit=4 * G, running=1), need=2 * G)  # not near (50%)
     assert fits(Room("c", usage=3 * G, limit=4 * G, running=0), need=2 * G)  # alone
     assert fits(Room("c", usage=3 * G, limit=0, running=3), need=2 * G)  # no limit
 
@@ -94,18 +96,19 @@ def test_priority_then_fifo_order():
 
 def test_an_admitted_call_holds_its_need_until_released():
     room = WaitingRoom()
-    rooms = lambda: [Room("c", G, 4 * G, 1)]  # noqa: E731  (1G used, mark at 3.4G)
+    rooms = lambda: [Room("c", 15 * G // 2, 10 * G, 1)]  # noqa: E731  (7.5G used, mark 8.5G)
+    need = 6 * G // 10
     first = Waiter(1, time.monotonic(), "c")
-    assert room.admit(first, rooms, 2 * G, 10, lambda o: True, lambda: False,
+    assert room.admit(first, rooms, need, 10, lambda o: True, lambda: False,
                       on_wait=lambda t, why: None).waited_s == 0
-    # a second 2G call does not fit while the first has not started to grow
+    # a second call does not fit while the first has not started to grow
     second = Waiter(1, time.monotonic(), "c")
-    a = room.admit(second, rooms, 2 * G, 0.3, lambda o: True, lambda: False,
+    a = room.admit(second, rooms, need, 0.3, lambda o: True, lambda: False,
                    on_wait=lambda t, why: None)
     assert a.timed_out
     room.release(first)
     room.release(second)
-    assert room.admit(Waiter(1, time.monotonic(), "c"), rooms, 2 * G, 0.3, lambda o: True,
+    assert room.admit(Waiter(1, time.monotonic(), "c"), rooms, need, 0.3, lambda o: True,
                       lambda: False, on_wait=lambda t, why: None).waited_s == 0
 
 
