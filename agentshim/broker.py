@@ -268,8 +268,10 @@ class Broker:
             seq = ctr.next_seq
             ctr.next_seq += 1
             try:
-                # swap=0: the grant bounds memory and swap (offload lifts it for a frozen call)
-                tree.create_call(seq, MemoryLimits(high=g.memory, swap=0), pid=peer_pid)
+                # swap policy "bound": the grant bounds memory and swap (offload lifts it for
+                # a frozen call); "page": the call may swap, as a process without agentshim
+                tree.create_call(seq, MemoryLimits(high=g.memory, swap=self._call_swap()),
+                                 pid=peer_pid)
             except CgroupError as e:
                 self.room.release(waiter)
                 raise Refused(f"cannot create the call's cgroup: {e}") from e
@@ -300,6 +302,12 @@ class Broker:
         return {"ok": True, "call": seq, "grant": g.memory, "category": category,
                 "priority": g.priority, "notes": "; ".join(notes),
                 AFTER_REPLY: [lambda: self.persist_locked(ctr)]}
+
+    @staticmethod
+    def _call_swap() -> int | None:
+        from agentshim import swap
+
+        return 0 if swap.policy() == "bound" or swap.free_bytes() <= 0 else -1
 
     def _admit(self, ctr: ManagedContainer, priority: str, need: int, timeout_s: float,
                caller: Caller | None) -> tuple[Waiter, Admitted]:

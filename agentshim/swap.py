@@ -14,6 +14,17 @@ PROC_SWAPS = Path("/proc/swaps")
 ZSWAP_ENABLED = Path("/sys/module/zswap/parameters/enabled")
 #: less free swap than this and offloading is not worth trying
 OFFLOAD_MIN_FREE = 64 << 20
+#: free swap of at least this share of a scope's limit is "ample": let the kernel page
+AMPLE_SHARE = 0.25
+
+
+def policy() -> str:
+    """AGENTSHIM_SWAP_POLICY: "page" (default) lets tool calls swap and, where swap is ample,
+    lets the kernel page rather than freezing or killing; "bound" keeps every call's budget
+    a bound on memory and swap together and the ladder as it is without swap."""
+    import os
+
+    return "bound" if os.environ.get("AGENTSHIM_SWAP_POLICY", "page") == "bound" else "page"
 
 HOW_TO_ZRAM = ("enable zram swap: Debian/Ubuntu `apt install zram-tools` (then "
                "/etc/default/zramswap: ALGO=lz4, PERCENT=25; `systemctl restart zramswap`), "

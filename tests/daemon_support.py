@@ -128,9 +128,11 @@ def start_daemon(tmp: Path, bpf: bool = False, extra_env: dict[str, str] | None 
                  fd_limit: int | None = None) -> Daemon:
     """Start agentshimd with private run/state dirs under tmp (with fd_limit: its
     RLIMIT_NOFILE, soft and hard)."""
+    # swap policy "bound" unless a test asks otherwise: the ladder's tests keep their meaning
+    # on a host with swap (setup-host.sh turns zram on); test_offload.py tests "page"
     env = dict(os.environ, AGENTSHIM_RUN_DIR=str(tmp / "run"),
                AGENTSHIM_STATE_DIR=str(tmp / "state"), AGENTSHIM_BPF="1" if bpf else "0",
-               **(extra_env or {}))
+               **{"AGENTSHIM_SWAP_POLICY": "bound", **(extra_env or {})})
     log = tmp / "daemon.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "agentshim.daemon"], env=env, stderr=f,

@@ -165,7 +165,8 @@ def private_env(root: Path) -> dict[str, str]:
     """Environment of a private agentshim under root: its own run/state directories, and the
     checkout's wrapper (not an installed one another test may be moving)."""
     return {"AGENTSHIM_RUN_DIR": str(root / "run"), "AGENTSHIM_STATE_DIR": str(root / "state"),
-            "AGENTSHIM_WRAPPER": str(REPO / "wrapper" / "agentshim-bash")}
+            "AGENTSHIM_WRAPPER": str(REPO / "wrapper" / "agentshim-bash"),
+            "AGENTSHIM_SWAP_POLICY": "bound"}  # budgets as without swap (daemon_support)
 
 
 def _alive(pid: int) -> bool:

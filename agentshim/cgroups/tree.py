@@ -113,9 +113,12 @@ class ContainerTree:
         """Create tools/call-<seq>, apply its budget and move `pid` in. All or nothing.
         Unless `limits.swap` says otherwise the budget bounds memory and swap together, so a
         call over its budget waits or is killed at it on a host with swap too, rather than
-        growing into swap (agentshim offloads a frozen call itself: Cgroup.offload)."""
+        growing into swap (agentshim offloads a frozen call itself: Cgroup.offload); a
+        negative `limits.swap` leaves swap unbounded."""
         if limits.swap is None:
             limits = dataclasses.replace(limits, swap=0)
+        elif limits.swap < 0:  # the caller asks for swap left alone (unbounded)
+            limits = dataclasses.replace(limits, swap=None)
         cg = self.call(seq)
         cg.create()
         try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentshim import swap as swap_mod
 from agentshim.cgroups import Cgroup, CgroupError
 from agentshim.enforce.admission import Room
 from agentshim.enforce.eventlog import EventLog
@@ -406,10 +407,15 @@ class Enforcer:
             scopes.append(ScopeView(host.name, "host", usage, limit, members))
         actions = self.ladder.budget_actions(list(views.values()), now_m)
         blocked: set[tuple[str, int]] = set()
+        paging = self._ample_swap()
         for scope in scopes:
             prev = self.ladder.scopes.get(scope.name)
             before = prev.level if prev else "ok"
             level, acts = self.ladder.scope_actions(scope, now_m)
+            if paging is not None and paging >= swap_mod.AMPLE_SHARE * scope.limit:
+                # swap policy "page" with ample swap: the kernel pages, as it would with no
+                # agentshim; the ladder thaws what it froze and freezes or kills nothing
+                acts = [a for a in acts if a.kind == "thaw"]
             if level != before:
                 self._log_pressure(scope, level, source)
             if scope.usage >= self.ladder.t.thaw * scope.limit:
@@ -417,6 +423,11 @@ class Enforcer:
             actions.extend(acts)
         done = self._apply(actions, views, blocked, source, now_w)
         return done
+
+    @staticmethod
+    def _ample_swap() -> int | None:
+        """Free swap bytes under swap policy "page" (None under "bound")."""
+        return None if swap_mod.policy() == "bound" else swap_mod.free_bytes()
 
     def _call_views(self, ctr: ManagedContainer, now_m: float, now_w: float) -> list[CallView]:
         policy = self.broker.policy(ctr)

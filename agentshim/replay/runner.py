@@ -164,7 +164,7 @@ class Replay:
             self.image = replay_image.ensure_image(self.progress)
             replay_image.warm_up(self.image)
         if "agentshim" in self.config.policies:
-            self.service = PrivateAgentshim(self.work / "shim")
+            self.service = PrivateAgentshim(self.work / "shim", swap=self.config.swap)
             self.service.start(self.progress)
 
     def close(self) -> None:

@@ -51,8 +51,9 @@ def ensure_wrapper(progress: Any = print) -> Path:
 class PrivateAgentshim:
     """agentshimd with state under `work`, plus the hooks podman needs to use it."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, swap: bool = True) -> None:
         self.work = work
+        self.swap = swap  # False: the replay's host never swaps, so budgets bound swap too
         self.run_dir = work / "run"
         self.state_dir = work / "state"
         self.hooks_dir = work / "hooks.d"
@@ -67,6 +68,7 @@ class PrivateAgentshim:
                    p for p in (str(PKG_PARENT), os.environ.get("PYTHONPATH", "")) if p)}
         if self.wrapper is not None:
             env["AGENTSHIM_WRAPPER"] = str(self.wrapper)
+        env["AGENTSHIM_SWAP_POLICY"] = "page" if self.swap else "bound"
         return env
 
     def control(self) -> Path:

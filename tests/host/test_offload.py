@@ -97,3 +97,36 @@ def test_the_ladder_offloads_a_call_it_froze_for_its_scope(tmp_path, host, swap)
             low.stop()
     finally:
         assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("host", [700], indirect=True)
+def test_with_ample_swap_the_page_policy_lets_the_kernel_page(tmp_path, host, swap):  # noqa: F811
+    """Swap policy "page" (the default) with ample swap: calls may swap, and the ladder does not
+    freeze or kill for the scope's pressure; the kernel pages, as it would without agentshim,
+    and both calls complete."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    daemon = start_daemon(tmp_path, bpf=False, extra_env={"AGENTSHIM_SWAP_POLICY": "page"})
+    try:
+        low_t, low_s = register(daemon, host.child("low"), "low", POLICY.format(p="low"))
+        high_t, high_s = register(daemon, host.child("high"), "high", POLICY.format(p="high"))
+        low = start_call(low_s, low_t.framework, "python low.py", mb=300, step_mb=20)
+        low.read_until("done")
+        call = low_t.call(low.seq)
+        if call.layout.mode == "v2":
+            assert call.read("memory", "memory.swap.max").strip() == "max"
+        else:
+            assert call.read("memory", "memory.swappiness").strip() != "0"
+        high = start_call(high_s, high_t.framework, "python high.py", mb=500, step_mb=10,
+                          step_ms=10, wait="exit")
+        try:
+            assert high.read_until("done", timeout_s=90)
+            assert high.proc.wait(timeout=30) == 0
+            acts = [e["action"] for c in ("low", "high") for e in daemon.events(c)]
+            assert "freeze" not in acts and "kill" not in acts, acts
+            assert low.proc.poll() is None  # still holding its memory (some of it in swap)
+        finally:
+            high.stop()
+            low.stop()
+    finally:
+        assert daemon.stop() == 0
