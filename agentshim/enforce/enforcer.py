@@ -314,6 +314,9 @@ class Enforcer:
                 unfilled[c.id] = self._unfilled(c)
         rooms.append(Room("the host", usage, limit, sum(len(c.calls) for c in members),
                           sum(unfilled[c.id] for c in members)))
+        paging = self._ample_swap()
+        if paging is not None:  # swap policy "page": where swap is ample the kernel pages
+            rooms = [r for r in rooms if paging < swap_mod.AMPLE_SHARE * r.limit]
         return rooms
 
     def _arm_host(self, host: HostScope, limit: int) -> None:
