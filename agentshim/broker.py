@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentshim import policy as pol
+from agentshim import swap
 from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, Layout, MemoryLimits
 from agentshim.enforce.admission import PRIORITY_RANK, Admitted, PeakHistory, Waiter, WaitingRoom
 from agentshim.enforce.eventlog import EventLog
@@ -270,8 +271,8 @@ class Broker:
             try:
                 # swap policy "bound": the grant bounds memory and swap (offload lifts it for
                 # a frozen call); "page": the call may swap, as a process without agentshim
-                tree.create_call(seq, MemoryLimits(high=g.memory, swap=self._call_swap()),
-                                 pid=peer_pid)
+                tree.create_call(seq, MemoryLimits(high=g.memory), pid=peer_pid,
+                                 bound_swap=self._bound_swap())
             except CgroupError as e:
                 self.room.release(waiter)
                 raise Refused(f"cannot create the call's cgroup: {e}") from e
@@ -304,10 +305,9 @@ class Broker:
                 AFTER_REPLY: [lambda: self.persist_locked(ctr)]}
 
     @staticmethod
-    def _call_swap() -> int | None:
-        from agentshim import swap
-
-        return 0 if swap.policy() == "bound" or swap.free_bytes() <= 0 else -1
+    def _bound_swap() -> bool:
+        """Whether a new call's budget bounds its swap too (swap policy "bound", or no swap)."""
+        return swap.policy() == "bound" or swap.free_bytes() <= 0
 
     def _admit(self, ctr: ManagedContainer, priority: str, need: int, timeout_s: float,
                caller: Caller | None) -> tuple[Waiter, Admitted]:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -328,8 +329,6 @@ class WaitingCaller:
 
     def gone(self) -> bool:
         """True when the wrapper hung up (EOF or an error on the connection)."""
-        import select
-
         p = select.poll()
         p.register(self.conn.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         if not p.poll(0):

@@ -7,6 +7,7 @@ what is here and how to get zram when nothing is.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,6 @@ def policy() -> str:
     """AGENTSHIM_SWAP_POLICY: "page" (default) lets tool calls swap and, where swap is ample,
     lets the kernel page rather than freezing or killing; "bound" keeps every call's budget
     a bound on memory and swap together and the ladder as it is without swap."""
-    import os
-
     return "bound" if os.environ.get("AGENTSHIM_SWAP_POLICY", "page") == "bound" else "page"
 
 HOW_TO_ZRAM = ("enable zram swap: Debian/Ubuntu `apt install zram-tools` (then "

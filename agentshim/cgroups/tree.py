@@ -109,16 +109,15 @@ class ContainerTree:
             raise ValueError(f"call sequence must be >= 0, not {seq}")
         return self.tools.child(f"{CALL_PREFIX}{seq}")
 
-    def create_call(self, seq: int, limits: MemoryLimits, pid: int | None = None) -> Cgroup:
+    def create_call(self, seq: int, limits: MemoryLimits, pid: int | None = None,
+                    bound_swap: bool = True) -> Cgroup:
         """Create tools/call-<seq>, apply its budget and move `pid` in. All or nothing.
-        Unless `limits.swap` says otherwise the budget bounds memory and swap together, so a
-        call over its budget waits or is killed at it on a host with swap too, rather than
-        growing into swap (agentshim offloads a frozen call itself: Cgroup.offload); a
-        negative `limits.swap` leaves swap unbounded."""
-        if limits.swap is None:
+        With bound_swap (and no `limits.swap` given) the budget bounds memory and swap
+        together, so a call over its budget waits or is killed at it on a host with swap too,
+        rather than growing into swap (agentshim offloads a frozen call itself:
+        Cgroup.offload); bound_swap=False leaves the call's swap alone."""
+        if bound_swap and limits.swap is None:
             limits = dataclasses.replace(limits, swap=0)
-        elif limits.swap < 0:  # the caller asks for swap left alone (unbounded)
-            limits = dataclasses.replace(limits, swap=None)
         cg = self.call(seq)
         cg.create()
         try:

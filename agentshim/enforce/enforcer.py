@@ -73,6 +73,19 @@ def _meminfo() -> tuple[int, int]:
     return vals["MemTotal"] - vals["MemAvailable"], vals["MemTotal"]
 
 
+def host_memory(host: HostScope) -> tuple[int, int]:
+    """(usage, limit) bytes of a host scope: its parent cgroup's, or the machine's."""
+    if host.cgroup is None:
+        return _meminfo()
+    return host.cgroup.memory_usage(), limit_of(host.cgroup) or 0
+
+
+def kernel_pages(free_swap: int | None, limit: int) -> bool:
+    """Swap policy "page" (free_swap given) with ample swap for a scope of this limit: the
+    kernel pages, agentshim neither holds calls back nor freezes nor kills for that scope."""
+    return free_swap is not None and free_swap >= swap_mod.AMPLE_SHARE * limit
+
+
 def limit_of(cg: Cgroup) -> int | None:
     """The memory limit of a cgroup (smaller of high and max), None when unlimited."""
     lim = cg.memory_limits()
@@ -290,33 +303,33 @@ class Enforcer:
 
     def rooms_of(self, ctr: ManagedContainer) -> list[Room]:
         """The container's and its host's memory as they are now, plus what its admitted
-        calls are still expected to take, for admission."""
+        calls are still expected to take, for admission. A scope where the kernel pages
+        (kernel_pages) is left out, before anything of it is read."""
+        paging = self._ample_swap()
         rooms = []
         unfilled = {ctr.id: self._unfilled(ctr)}
-        with contextlib.suppress(CgroupError):
-            rooms.append(Room(f"container {ctr.id[:12]}", self.broker.tree(ctr).root
-                              .memory_usage(), self.broker.policy(ctr).memory.total,
-                              len(ctr.calls), unfilled[ctr.id]))
+        total = self.broker.policy(ctr).memory.total
+        if not kernel_pages(paging, total):
+            with contextlib.suppress(CgroupError):
+                rooms.append(Room(f"container {ctr.id[:12]}",
+                                  self.broker.tree(ctr).root.memory_usage(), total,
+                                  len(ctr.calls), unfilled[ctr.id]))
         name = self.host_name(ctr)
         with self._lock:
-            host = self.hosts.get(name)
-            members = [self.containers[c] for c in (host.members if host else ())
+            host = self.hosts.get(name) or HostScope(name, None)
+            members = [self.containers[c] for c in host.members
                        if c in self.containers] or [ctr]
         try:
-            if host is None or host.cgroup is None:
-                usage, limit = _meminfo()
-            else:
-                usage, limit = host.cgroup.memory_usage(), limit_of(host.cgroup) or 0
+            usage, limit = host_memory(host)
         except (CgroupError, OSError):
+            return rooms
+        if kernel_pages(paging, limit):
             return rooms
         for c in members:
             if c.id not in unfilled:
                 unfilled[c.id] = self._unfilled(c)
         rooms.append(Room("the host", usage, limit, sum(len(c.calls) for c in members),
                           sum(unfilled[c.id] for c in members)))
-        paging = self._ample_swap()
-        if paging is not None:  # swap policy "page": where swap is ample the kernel pages
-            rooms = [r for r in rooms if paging < swap_mod.AMPLE_SHARE * r.limit]
         return rooms
 
     def _arm_host(self, host: HostScope, limit: int) -> None:
@@ -400,10 +413,7 @@ class Enforcer:
                                     self.broker.policy(ctr).memory.total, cviews))
         for host in hosts:
             try:
-                if host.cgroup is None:
-                    usage, limit = _meminfo()
-                else:
-                    usage, limit = host.cgroup.memory_usage(), limit_of(host.cgroup) or 0
+                usage, limit = host_memory(host)
             except (CgroupError, OSError):
                 continue
             members = [v for v in views.values() if v.container in host.members]
@@ -415,9 +425,9 @@ class Enforcer:
             prev = self.ladder.scopes.get(scope.name)
             before = prev.level if prev else "ok"
             level, acts = self.ladder.scope_actions(scope, now_m)
-            if paging is not None and paging >= swap_mod.AMPLE_SHARE * scope.limit:
-                # swap policy "page" with ample swap: the kernel pages, as it would with no
-                # agentshim; the ladder thaws what it froze and freezes or kills nothing
+            if kernel_pages(paging, scope.limit):
+                # the kernel pages, as it would with no agentshim: the ladder thaws what it
+                # froze and freezes or kills nothing
                 acts = [a for a in acts if a.kind == "thaw"]
             if level != before:
                 self._log_pressure(scope, level, source)
@@ -559,15 +569,13 @@ class Enforcer:
 
     # --- offload -------------------------------------------------------------------------
     def _offload_run(self) -> None:
-        from agentshim import swap
-
         while True:
             item = self._offloads.get()
             if item is None or self._stop.is_set():
                 return
             ctr, call, cg = item
             try:
-                if call.frozen_since is None or swap.free_bytes() < swap.OFFLOAD_MIN_FREE:
+                if call.frozen_since is None or swap_mod.free_bytes() < swap_mod.OFFLOAD_MIN_FREE:
                     continue
                 t0 = time.monotonic()
                 n = cg.offload()
@@ -579,7 +587,7 @@ class Enforcer:
                     call.offload_s += dt
                     self.offloaded_bytes += n
                 self.events.write(ctr.id, "offload", call.seq, "ladder", bytes=n,
-                                  seconds=round(dt, 3), swap_free_bytes=swap.free_bytes())
+                                  seconds=round(dt, 3), swap_free_bytes=swap_mod.free_bytes())
                 log.info("%s call %d: %d MiB offloaded to swap in %.2f s", ctr.id[:12],
                          call.seq, n >> 20, dt)
                 self.wake("notify")
