@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentshim.cgroups import Cgroup, ContainerTree, Layout, TreeBudget, detect_layout
+from tests.daemon_support import Daemon, start_daemon
 
 TEST_PARENT = "agentshim.test"
 REPO = Path(__file__).resolve().parent.parent
@@ -257,3 +258,16 @@ def swap() -> Iterator[int]:
         subprocess.run(["swapoff", "/dev/zram0"], check=False, capture_output=True)
         with contextlib.suppress(OSError):
             (zram / "reset").write_text("1")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, layout: Layout) -> Iterator[Daemon]:
+    """A private agentshimd (BPF off, swap policy "bound": tests/daemon_support.start_daemon),
+    stopped at the end, which must leave no control socket. Modules that need another kind
+    define their own `daemon`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = start_daemon(tmp_path, bpf=False)
+    yield d
+    assert d.stop() == 0  # a test may have restarted it
+    assert not d.ctl.exists()

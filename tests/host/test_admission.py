@@ -7,25 +7,13 @@ that goes away leaves nothing behind. The same tests run on pure v2 in the VM
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-from tests.daemon_support import end_call, register, start_call, start_daemon, wait_for
+from tests.daemon_support import end_call, register, start_call, wait_for
 
 # 600M container: a 440M call puts it near its limit (over 70%) and leaves no room for another
 # 300M (85% mark: 510M)
 POLICY = ("memory: {{total: 600M, framework_protect: 32M, tool_default: 400M}}\n"
           "admission_timeout: {timeout}\nfreeze_timeout: 60s\n")
 
-
-@pytest.fixture
-def daemon(tmp_path, layout):
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    d = start_daemon(tmp_path, bpf=False)
-    yield d
-    assert d.stop() == 0
 
 
 def holder(sock, tree, mb=440):

@@ -4,28 +4,15 @@ processes asking over the broker socket (the wrapper's protocol, spoken from Pyt
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from agentshim.cgroups import Cgroup
 from agentshim.protocol import request
 from tests import daemon_support as support
-from tests.daemon_support import MB, end_call, start_call, start_daemon
-
-
-@pytest.fixture
-def daemon(tmp_path, layout):
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    d = start_daemon(tmp_path, bpf=False)
-    yield d
-    assert d.stop() == 0  # a test may have restarted it
-    assert not d.ctl.exists()
+from tests.daemon_support import MB, end_call, start_call
 
 
 def register(daemon, scratch, cid="c1",

@@ -7,14 +7,17 @@ and record). Runs on the hybrid host here and, through tests/v2/test_offload_v2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from agentshim.cgroups import ContainerTree, MemoryLimits, TreeBudget
-from tests.daemon_support import MB, register, start_call, start_daemon, wait_for
+from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget
+from tests.daemon_support import MB, Call, Daemon, register, start_call, start_daemon, wait_for
 from tests.host.test_ladder import host  # noqa: F401 (the shared parent cgroup fixture)
 
 #: holds MB of data (random blocks interleaved with text: ~3x compressible), prints its
@@ -75,18 +78,37 @@ POLICY = ("priority: {p}\nmemory: {{total: 2G, tool_default: 1G}}\nfreeze_timeou
           "admission_timeout: 0s\n")
 
 
-@pytest.mark.parametrize("host", [700], indirect=True)
-def test_the_ladder_offloads_a_call_it_froze_for_its_scope(tmp_path, host, swap):  # noqa: F811
+@contextlib.contextmanager
+def low_holding(tmp_path: Path, parent: Cgroup, env: dict[str, str]
+                ) -> Iterator[tuple[Daemon, ContainerTree, Call, Callable[[int, float], Call]]]:
+    """A private agentshimd with tenants low and high under parent (the host cgroup), low's
+    call holding 300 MB:
+    (the daemon, low's tree, low's call, start_high(mb, step_ms) starting a call of high)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    daemon = start_daemon(tmp_path, bpf=False, extra_env={"AGENTSHIM_OFFLOAD": "1"})
+    daemon = start_daemon(tmp_path, bpf=False, extra_env=env)
+    low = None
     try:
-        low_t, low_s = register(daemon, host.child("low"), "low", POLICY.format(p="low"))
-        high_t, high_s = register(daemon, host.child("high"), "high", POLICY.format(p="high"))
+        low_t, low_s = register(daemon, parent.child("low"), "low", POLICY.format(p="low"))
+        high_t, high_s = register(daemon, parent.child("high"), "high", POLICY.format(p="high"))
         low = start_call(low_s, low_t.framework, "python low.py", mb=300, step_mb=20)
         low.read_until("done")
-        high = start_call(high_s, high_t.framework, "python high.py", mb=400, step_mb=10,
-                          step_ms=20, wait="exit")
+
+        def high(mb: int, step_ms: float) -> Call:
+            return start_call(high_s, high_t.framework, "python high.py", mb=mb, step_mb=10,
+                              step_ms=step_ms, wait="exit")
+        yield daemon, low_t, low, high
+    finally:
+        if low is not None:
+            low.stop()
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("host", [700], indirect=True)
+def test_the_ladder_offloads_a_call_it_froze_for_its_scope(tmp_path, host, swap):  # noqa: F811
+    with low_holding(tmp_path, host, {"AGENTSHIM_OFFLOAD": "1"}) as (daemon, _, low,
+                                                                    start_high):
+        high = start_high(400, 20)
         try:
             ev = wait_for(lambda: [e for e in daemon.events("low") if e["action"] == "offload"],
                           timeout_s=60, what="the frozen low call to be offloaded")
@@ -94,9 +116,6 @@ def test_the_ladder_offloads_a_call_it_froze_for_its_scope(tmp_path, host, swap)
             assert high.read_until("done", timeout_s=60)
         finally:
             high.stop()
-            low.stop()
-    finally:
-        assert daemon.stop() == 0
 
 
 @pytest.mark.parametrize("host", [700], indirect=True)
@@ -104,21 +123,14 @@ def test_with_ample_swap_the_page_policy_lets_the_kernel_page(tmp_path, host, sw
     """Swap policy "page" (the default) with ample swap: calls may swap, and the ladder does not
     freeze or kill for the scope's pressure; the kernel pages, as it would without agentshim,
     and both calls complete."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    daemon = start_daemon(tmp_path, bpf=False, extra_env={"AGENTSHIM_SWAP_POLICY": "page"})
-    try:
-        low_t, low_s = register(daemon, host.child("low"), "low", POLICY.format(p="low"))
-        high_t, high_s = register(daemon, host.child("high"), "high", POLICY.format(p="high"))
-        low = start_call(low_s, low_t.framework, "python low.py", mb=300, step_mb=20)
-        low.read_until("done")
-        call = low_t.call(low.seq)
+    with low_holding(tmp_path, host, {"AGENTSHIM_SWAP_POLICY": "page"}) as (
+            daemon, low_tree, low, start_high):
+        call = low_tree.call(low.seq)
         if call.layout.mode == "v2":
             assert call.read("memory", "memory.swap.max").strip() == "max"
         else:
             assert call.read("memory", "memory.swappiness").strip() != "0"
-        high = start_call(high_s, high_t.framework, "python high.py", mb=500, step_mb=10,
-                          step_ms=10, wait="exit")
+        high = start_high(500, 10)
         try:
             assert high.read_until("done", timeout_s=90)
             assert high.proc.wait(timeout=30) == 0
@@ -127,6 +139,3 @@ def test_with_ample_swap_the_page_policy_lets_the_kernel_page(tmp_path, host, sw
             assert low.proc.poll() is None  # still holding its memory (some of it in swap)
         finally:
             high.stop()
-            low.stop()
-    finally:
-        assert daemon.stop() == 0

@@ -102,17 +102,23 @@ def run_reader(ash, image: str, *volume: str) -> subprocess.CompletedProcess:
         ash.podman("rm", "-f", "-t", "0", name, check=False)
 
 
+def run_changed_image(ash, base: Path, tmp: Path, change: Callable[[Path], None],
+                      *volume: str) -> subprocess.CompletedProcess:
+    """run_reader on the test image changed by change(rootfs); the image is removed after."""
+    image = make_image(ash, base, tmp, change)
+    try:
+        return run_reader(ash, image, *volume)
+    finally:
+        ash.podman("rmi", "-f", image, check=False)
+
+
 def test_a_symlink_into_a_volume_does_not_mount_the_host_file(ash, base_rootfs, secret,
                                                             tmp_path):
-    image = make_image(ash, base_rootfs, tmp_path, into_volume(secret))
     vol = tmp_path / "volume"
     vol.mkdir()
     (vol / "bash").symlink_to(secret)  # a host symlink, as a cloned repository could hold
     before = leftovers(ash)
-    try:
-        r = run_reader(ash, image, "-v", f"{vol}:/data")
-    finally:
-        ash.podman("rmi", "-f", image, check=False)
+    r = run_changed_image(ash, base_rootfs, tmp_path, into_volume(secret), "-v", f"{vol}:/data")
     assert b"RAN" in r.stdout, r.stderr
     assert MARK not in r.stdout and MARK not in r.stderr
     assert leftovers(ash) == before
@@ -120,11 +126,7 @@ def test_a_symlink_into_a_volume_does_not_mount_the_host_file(ash, base_rootfs, 
 
 def test_the_side_path_holds_a_copy_of_the_image_bash_not_a_rootfs_path(ash, base_rootfs,
                                                                          tmp_path):
-    image = make_image(ash, base_rootfs, tmp_path, lambda root: None)
-    try:
-        r = run_reader(ash, image)
-    finally:
-        ash.podman("rmi", "-f", image, check=False)
+    r = run_changed_image(ash, base_rootfs, tmp_path, lambda root: None)
     assert r.returncode == 0, r.stderr
     store = ash.state_dir / "bash"
     copies = list(store.iterdir())
@@ -135,12 +137,8 @@ def test_the_side_path_holds_a_copy_of_the_image_bash_not_a_rootfs_path(ash, bas
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_bash_paths_run_unmanaged_and_leave_nothing(ash, base_rootfs, secret, tmp_path,
                                                             case):
-    image = make_image(ash, base_rootfs, tmp_path, CASES[case])
     before = leftovers(ash)
-    try:
-        r = run_reader(ash, image)
-    finally:
-        ash.podman("rmi", "-f", image, check=False)
+    r = run_changed_image(ash, base_rootfs, tmp_path, CASES[case])
     assert b"RAN" in r.stdout, r.stderr
     assert MARK not in r.stdout
     assert b"Traceback" not in r.stderr
@@ -148,11 +146,7 @@ def test_hostile_bash_paths_run_unmanaged_and_leave_nothing(ash, base_rootfs, se
 
 
 def test_dotdot_escape_resolves_inside_the_rootfs(ash, base_rootfs, secret, tmp_path):
-    image = make_image(ash, base_rootfs, tmp_path,
-                       lambda root: _replace_bash(root, "../../" * 8 + str(secret).lstrip("/")))
-    try:
-        r = run_reader(ash, image)
-    finally:
-        ash.podman("rmi", "-f", image, check=False)
+    r = run_changed_image(ash, base_rootfs, tmp_path,
+                          lambda root: _replace_bash(root, "../../" * 8 + str(secret).lstrip("/")))
     assert b"RAN" in r.stdout, r.stderr
     assert MARK not in r.stdout

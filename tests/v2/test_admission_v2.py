@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.host.test_admission import (  # noqa: F401 (fixtures and tests collected here too)
-    daemon,
+from tests.host.test_admission import (  # noqa: F401 (tests collected here too)
     test_a_call_into_a_full_container_waits_then_runs,
     test_a_high_priority_call_is_admitted_before_a_waiting_low_one,
 )
