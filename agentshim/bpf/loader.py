@@ -107,7 +107,7 @@ class MemEvent:
     (OOM from mark_victim); 0 otherwise. count: occurrences aggregated into this event;
     duration_ns: reclaim time (RECLAIM) or memory.high throttle time (HIGH) they took. A
     HIGH tail may have count 0: the throttle time of handlings that ended after the last
-    HIGH event. Tails (source ending in "aggregate tail") have pid 0 and no comm."""
+    HIGH event. Tails (see is_tail) have pid 0 and no comm."""
 
     type: EventType
     cgroup_id: int
@@ -120,6 +120,11 @@ class MemEvent:
     count: int = 1
     source: str = ""
     slot: int = -1
+
+    @property
+    def is_tail(self) -> bool:
+        """True for a remainder synthesized while polling (no pid, no comm)."""
+        return self.source.endswith(f"({TAIL})")
 
 
 def _import_bcc() -> Any:

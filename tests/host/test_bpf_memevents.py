@@ -152,7 +152,8 @@ def test_nested_call_over_its_limit_reports_max_reclaim_oom_exec_exit(hybrid, sc
 
     maxes = of(events, EventType.MAX, nid)
     assert maxes, f"no MAX event for the nested cgroup: {events}"
-    assert maxes[0].pid == hog.pid and maxes[0].count >= 1
+    real = [e for e in maxes if not e.is_tail]  # tails (pid 0) can be listed first
+    assert real and real[0].pid == hog.pid and real[0].count >= 1
     reclaims = of(events, EventType.RECLAIM, nid)
     assert reclaims and sum(e.duration_ns for e in reclaims) > 0
     assert sum(e.count for e in reclaims) == sum(e.count for e in maxes), \
