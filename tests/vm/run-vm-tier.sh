@@ -15,8 +15,9 @@ kernel=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
 export PATH="$VENV/bin:$PATH"
 command -v vng >/dev/null || { echo "vm tier: vng missing (pip install virtme-ng)" >&2; exit 2; }
 echo "vm tier: booting $(basename "$kernel") under virtme-ng (software emulation, ~20-60 s)"
+targets=${*:-tests}  # test paths or -k expressions given, else the whole v2 tier
 inner="cd '$REPO' && mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null; \
-'$VENV/bin/python' -m pytest -p no:cacheprovider -m v2 --junitxml='$OUT/vm.xml' $* tests; echo \$? > '$OUT/vm.rc'"
+'$VENV/bin/python' -m pytest -p no:cacheprovider -m v2 --junitxml='$OUT/vm.xml' $targets; echo \$? > '$OUT/vm.rc'"
 set +e
 timeout 1200 vng --run "$kernel" --disable-kvm --cpus 2 --memory 2G --rwdir "$OUT" \
     --exec "$inner" 2>&1 | tee "$OUT/vm.log"
