@@ -37,6 +37,7 @@ KNOWN = (
     ("daemon_memory", "agentshimd memory with 1 vs 20 containers"),
     ("trace_recorder", "live trace recorder cost"),
     ("replay_compare", "replay comparison: none / static / static-fixed / reactive / agentshim"),
+    ("density_sweep", "density sweep: every policy at 2x and 3x, with and without swap"),
     ("soak", "agentshimd soak: calls through a kill -9 and restart, leaks"),
 )
 #: options a benchmark gets in `make bench` besides --json (the soak's full size is 10,000
@@ -147,6 +148,15 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{c.get('overcommit')}x, speed {c.get('speed')}x, "
                          f"{'podman' if c.get('podman') else 'bare cgroups'}.")
             lines += ["", format_markdown(res["policies"]).rstrip()]
+            continue
+        if name == "density_sweep" and isinstance(res, dict) and "sweeps" in res:
+            from agentshim.replay.sweep import format_sweep
+
+            for label, doc in res["sweeps"].items():
+                r = doc.get("density_ratio")
+                lines += [f"{label}: agentshim's highest safe overcommit / best of none and "
+                          "static: " + ("-" if r is None else f"{r:.2f}x"), "",
+                          "```", format_sweep(doc).rstrip(), "```", ""]
             continue
         figures = key_figures(res)
         if figures:

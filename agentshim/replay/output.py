@@ -29,12 +29,16 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
+def metric(m: dict[str, Any], key: str) -> Any:
+    """A policy's metric by key; "high_priority_ratio" is tenant 0's completion / own."""
     if key == "high_priority_ratio":
         detail = m.get("tenant_detail") or []
-        value = detail[0].get("completion_ratio") if detail else None
-    else:
-        value = m.get(key)
+        return detail[0].get("completion_ratio") if detail else None
+    return m.get(key)
+
+
+def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
+    value = metric(m, key)
     if value is None:
         return "-"
     if key in ("tenants_completed", "agent_deaths") and m.get("tenants") is not None:
@@ -177,7 +181,7 @@ def write_plot(result: dict[str, Any], series: dict[str, list[tuple[float, int]]
 
 def write_sweep_plot(doc: dict[str, Any], path: Path) -> Path:
     """The density sweep: per policy over the overcommit ratios, tool calls killed, agent
-    deaths, and mean completion / own."""
+    deaths, work lost, mean completion / own and tenant 0's completion / own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,12 +190,14 @@ def write_sweep_plot(doc: dict[str, Any], path: Path) -> Path:
     points = sorted(doc["points"], key=lambda p: p["overcommit"])
     xs = [p["overcommit"] for p in points]
     names = list(dict.fromkeys(n for p in points for n in p["policies"]))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, key, title in zip(axes, ("tool_calls_killed", "agent_deaths", "completion_ratio"),
-                              ("tool calls killed", "agent deaths",
-                               "mean completion / trace's own"), strict=True):
+    panels = (("tool_calls_killed", "tool calls killed"), ("agent_deaths", "agent deaths"),
+              ("work_lost_cpu_s", "work lost (CPU s of killed calls)"),
+              ("completion_ratio", "mean completion / trace's own"),
+              ("high_priority_ratio", "tenant 0 (high priority) / own"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
+    for ax, (key, title) in zip(axes, panels, strict=True):
         for name in names:
-            ys = [p["policies"].get(name, {}).get(key) for p in points]
+            ys = [metric(p["policies"].get(name, {}), key) for p in points]
             ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
         ax.set_xlabel("overcommit (sum of peaks / host)")
         ax.set_title(title)

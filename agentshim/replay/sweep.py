@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from agentshim.replay.output import metric
 from agentshim.replay.runner import ReplayConfig, ReplayResult, run_replay
 
 #: Share of tool-call runs killed that still counts as working.
@@ -36,12 +37,6 @@ def parse_ratios(text: str) -> list[float]:
     if not ratios or ratios[0] <= 0:
         raise ValueError("overcommit ratios must be numbers greater than 0")
     return ratios
-
-
-def high_priority_ratio(m: dict[str, Any]) -> float | None:
-    """Tenant 0's completion / its trace's own time."""
-    detail = m.get("tenant_detail") or []
-    return detail[0].get("completion_ratio") if detail else None
 
 
 def works(m: dict[str, Any], max_killed_share: float = MAX_KILLED_SHARE) -> bool:
@@ -70,7 +65,7 @@ def best_overcommit(points: Sequence[dict[str, Any]],
 
 
 def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
-    v = high_priority_ratio(m) if key == "high_priority_ratio" else m.get(key)
+    v = metric(m, key)
     return "-" if v is None else fmt.format(v)
 
 
