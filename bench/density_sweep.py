@@ -30,17 +30,6 @@ DEMO = REPO / "agentshim" / "replay" / "demo_traces"
 DEMO_FREEZE_TIMEOUT_S = 10.0
 
 
-def density_ratio(best: dict[str, float | None]) -> float | None:
-    """agentshim's highest safe overcommit / the best of none's and static's (None when
-    agentshim has none; the others' missing values count as 0, so then it is infinite)."""
-    mine = best.get("agentshim")
-    if mine is None:
-        return None
-    others = [best.get(n) or 0.0 for n in ("none", "static") if n in best]
-    top = max(others, default=0.0)
-    return mine / top if top else float("inf")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep (see the module docstring)."""
     ap = arg_parser(__doc__)
@@ -75,13 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         except ReplayError as e:
             print(f"density_sweep: {e}", file=sys.stderr)
             return 1
-        doc["density_ratio"] = density_ratio(doc["best"])
         out["sweeps"][label] = doc
         print(f"== {label} ==")
-        print(format_sweep(doc), end="")
-        r = doc["density_ratio"]
-        print("density: agentshim's highest safe overcommit / best of none and static: "
-              + ("-" if r is None else f"{r:.2f}x") + "\n")
+        print(format_sweep(doc))
         plot = write_sweep_plot(doc, args.plot_dir / f"density-sweep-{label}.png")
         print(f"plot: {plot}")
     write_json(args.json, out, announce=True)

@@ -153,10 +153,7 @@ def markdown(results: dict[str, Any]) -> str:
             from agentshim.replay.sweep import format_sweep
 
             for label, doc in res["sweeps"].items():
-                r = doc.get("density_ratio")
-                lines += [f"{label}: agentshim's highest safe overcommit / best of none and "
-                          "static: " + ("-" if r is None else f"{r:.2f}x"), "",
-                          "```", format_sweep(doc).rstrip(), "```", ""]
+                lines += [f"{label}:", "", "```", format_sweep(doc).rstrip(), "```", ""]
             continue
         figures = key_figures(res)
         if figures:

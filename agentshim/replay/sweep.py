@@ -64,6 +64,16 @@ def best_overcommit(points: Sequence[dict[str, Any]],
     return best
 
 
+def density_ratio(best: dict[str, float | None]) -> float | None:
+    """agentshim's highest working overcommit / the best of none's and static's (None when
+    agentshim has none or did not run; inf when neither of the others works anywhere)."""
+    mine = best.get("agentshim")
+    if mine is None:
+        return None
+    top = max((best.get(n) or 0.0 for n in ("none", "static") if n in best), default=0.0)
+    return mine / top if top else float("inf")
+
+
 def _cell(m: dict[str, Any], key: str, fmt: str) -> str:
     v = metric(m, key)
     return "-" if v is None else fmt.format(v)
@@ -87,6 +97,9 @@ def format_sweep(doc: dict[str, Any]) -> str:
     for name, r in doc["best"].items():
         lines.append(f"  {name}: " + (f"{r:g}x" if r is not None else
                                        f"none (fails at {doc['points'][0]['overcommit']:g}x)"))
+    r = density_ratio(doc["best"])
+    if r is not None:
+        lines.append(f"agentshim / best of none and static: {r:.2f}x")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +117,8 @@ def run_sweep(config: ReplayConfig, ratios: Sequence[float],
         results.append(res)
         points.append({"overcommit": r, "host_mb": res.config["host_mb"],
                        "policies": res.policies, "swap": res.config.get("swap")})
-    doc = {"points": points, "best": best_overcommit(points),
+    best = best_overcommit(points)
+    doc = {"points": points, "best": best, "density_ratio": density_ratio(best),
            "max_killed_share": MAX_KILLED_SHARE,
            "tenants": results[0].tenants if results else []}
     return doc, results

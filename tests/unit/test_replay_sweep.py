@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from agentshim.cli import main
-from agentshim.replay.sweep import best_overcommit, format_sweep, parse_ratios, works
+from agentshim.replay.sweep import best_overcommit, density_ratio, format_sweep, parse_ratios, works
 
 
 def m(killed: int, deaths: int, runs: int = 100, ratio: float = 1.0, timed_out: int = 0) -> dict:
@@ -50,3 +50,10 @@ def test_cli_refuses_a_sweep_with_a_host_size(tmp_path):
     r = CliRunner().invoke(main, ["replay", str(tmp_path), "--sweep-overcommit", "1,2",
                                   "--overcommit", "2"])
     assert r.exit_code == 2 and "--sweep-overcommit" in r.output
+
+
+def test_density_ratio_is_agentshims_best_over_the_best_of_none_and_static() -> None:
+    assert density_ratio({"none": 1.5, "static": 2.0, "agentshim": 3.0}) == 1.5
+    assert density_ratio({"none": None, "static": None, "agentshim": 2.0}) == float("inf")
+    assert density_ratio({"none": 2.0, "agentshim": None}) is None
+    assert density_ratio({"none": 2.0, "reactive": 4.0, "agentshim": 2.0}) == 1.0
