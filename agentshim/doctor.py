@@ -2,7 +2,8 @@
 
 Every check is a small function returning a `Check`; none of them raises (a failing probe
 becomes a status). Paths are parameters so tests can point the checks at fixture trees.
-`hook_points()` and `btf_has_struct()` are reused by the BPF loader to pick its hooks.
+Hook-point discovery (kprobe support, traceable symbols) is agentshim.bpf.hooks's, the code
+the BPF loader plans with; doctor only reports it.
 
 The only writes doctor makes are undone at once: a probe cgroup is created and removed to
 prove cgroupfs is writable, and PSI triggers are armed on a file descriptor that is closed
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agentshim import paths
+from agentshim.bpf.hooks import KPROBE_CANDIDATES, kprobes_supported, traceable_symbols
 from agentshim.cgroups.layout import Layout, detect_layout
 
 OK, WARN, MISSING = "ok", "warn", "missing"
@@ -53,12 +55,9 @@ TRACEPOINTS: tuple[str, ...] = (
     "sched:sched_process_exec",
     "sched:sched_process_exit",
 )
-#: Kernel functions the kprobe fallback attaches to.
-KPROBE_TARGETS: tuple[str, ...] = (
-    "mem_cgroup_handle_over_high",
-    "try_charge_memcg",
-    "mem_cgroup_out_of_memory",
-)
+#: Kernel functions the kprobe fallback attaches to (the first name of each role of
+#: agentshim.bpf.hooks.KPROBE_CANDIDATES: the loader's own list).
+KPROBE_TARGETS: tuple[str, ...] = tuple(names[0] for names in KPROBE_CANDIDATES.values())
 CHOICE_MEMCG = "memcg tracepoints"
 CHOICE_KPROBES = "kprobes + vmscan tracepoints"
 CHOICE_NONE = "none"
@@ -501,37 +500,6 @@ def _events_from_kallsyms(kallsyms: Path) -> set[str] | None:
     return events
 
 
-def _symbols(text: str, kallsyms_format: bool, wanted: Iterable[str]) -> dict[str, str | None]:
-    """For each wanted function, the symbol to attach to (exact or a .isra/.constprop clone)."""
-    wanted = tuple(wanted)
-    found: dict[str, str | None] = dict.fromkeys(wanted)
-    for line in text.splitlines():
-        parts = line.split()
-        if kallsyms_format:
-            if len(parts) < 3 or parts[1] not in ("t", "T"):
-                continue
-            sym = parts[2]
-        else:
-            if not parts:
-                continue
-            sym = parts[0]
-        base = sym.split(".", 1)[0]
-        if base in found and (found[base] is None or sym == base):
-            found[base] = sym
-    return found
-
-
-def kprobes_supported(tracefs: Path | None,
-                      event_sources: Path = EVENT_SOURCES) -> bool:
-    """Can kprobes be created? (kprobe perf PMU, or kprobe_events in tracefs.)
-
-    Symbols in kallsyms are not enough: a kernel built without CONFIG_KPROBES lists them too.
-    """
-    if (event_sources / "kprobe").exists():
-        return True
-    return tracefs is not None and (tracefs / "kprobe_events").exists()
-
-
 def hook_points(tracefs_dirs: Sequence[Path] = TRACEFS_DIRS, kallsyms: Path = KALLSYMS,
                 event_sources: Path = EVENT_SOURCES) -> dict[str, Any]:
     """Which memory hook points this kernel has, and the BPF attach strategy they imply.
@@ -558,17 +526,12 @@ def hook_points(tracefs_dirs: Sequence[Path] = TRACEFS_DIRS, kallsyms: Path = KA
         tp_source = "kallsyms" if events is not None else "none"
     events = events or set()
 
-    kp_source = "none"
-    kprobes: dict[str, str | None] = dict.fromkeys(KPROBE_TARGETS)
-    aff = _read_text(tracefs / "available_filter_functions") if tracefs else None
-    if aff:
-        kprobes, kp_source = _symbols(aff, False, KPROBE_TARGETS), "available_filter_functions"
-    else:
-        ksyms = _read_text(kallsyms)
-        if ksyms:
-            kprobes, kp_source = _symbols(ksyms, True, KPROBE_TARGETS), "kallsyms"
-
-    can_kprobe = kprobes_supported(tracefs, event_sources)
+    # the same discovery the BPF loader plans with (agentshim.bpf.hooks)
+    found, kp_source = traceable_symbols(
+        {n for names in KPROBE_CANDIDATES.values() for n in names}, tracefs, kallsyms)
+    kprobes = {names[0]: next((n for n in names if n in found), None)
+               for names in KPROBE_CANDIDATES.values()}
+    can_kprobe = kprobes_supported(tracefs, event_sources / "kprobe")
     memcg = sorted(e for e in events if e.startswith("memcg:"))
     if memcg:
         choice = CHOICE_MEMCG

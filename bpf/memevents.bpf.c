@@ -63,25 +63,11 @@
 /* a memory.high handling whose return we never saw is forgotten after this long */
 #define STALE_NS 5000000000ULL
 
-/* event types: keep in step with agentshim/bpf/loader.py */
-#define EV_HIGH    1
-#define EV_MAX     2
-#define EV_RECLAIM 3
-#define EV_OOM     4
-#define EV_EXEC    5
-#define EV_EXIT    6
-#define EV_CHARGE  7
-
-/* where an event came from: keep in step with agentshim/bpf/loader.py */
-#define SRC_TP_EXEC           1
-#define SRC_TP_EXIT           2
-#define SRC_TP_MEMCG_EVENTS   3
-#define SRC_KP_TRY_CHARGE     4
-#define SRC_KP_OVER_HIGH      5
-#define SRC_TP_RECLAIM        6
-#define SRC_TP_RECLAIM_BEGIN  7
-#define SRC_TP_MARK_VICTIM    8
-#define SRC_KP_MEMCG_OOM      9
+/* Event types (EV_*) and sources (SRC_*) are defined once, in agentshim/bpf/loader.py
+ * (EventType, Source), and passed in as -D flags by the loader. */
+#if !defined(EV_HIGH) || !defined(EV_CHARGE) || !defined(SRC_TP_EXEC) || !defined(SRC_KP_MEMCG_OOM)
+#error "EV_* and SRC_* come from agentshim/bpf/loader.py constant_cflags(); load this file through it"
+#endif
 
 struct memevent {
     u32 type;

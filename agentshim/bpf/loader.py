@@ -27,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from agentshim import paths
-from agentshim.bpf.hooks import AGGREGATED, DEFAULT_TYPES, Attach, HookPlan, detect_hook_points
+from agentshim.bpf.hooks import (
+    AGGREGATED,
+    DEFAULT_TYPES,
+    EVENT_TYPES,
+    Attach,
+    HookPlan,
+    detect_hook_points,
+)
 
 #: The BPF C text, in the checkout (bpf/) or where packages install it.
 SOURCE_CANDIDATES = (paths.REPO / "bpf" / "memevents.bpf.c",
                      Path("/usr/share/agentshim/bpf/memevents.bpf.c"))
 #: Programs are named ashim_*: what `bpftool prog list` shows of ours.
 PROG_PREFIX = "ashim_"
-COMM_LEN = 16
-FILENAME_LEN = 128
 
 
 class BpfError(RuntimeError):
@@ -55,50 +60,44 @@ class BpfCompileError(BpfError):
         self.log = log
 
 
-class EventType(enum.IntEnum):
-    """Event types; values match EV_* in bpf/memevents.bpf.c."""
-
-    HIGH = 1
-    MAX = 2
-    RECLAIM = 3
-    OOM = 4
-    EXEC = 5
-    EXIT = 6
-    CHARGE = 7
+#: Event types: the one definition. bpf/memevents.bpf.c gets them as -DEV_<NAME>=<value>.
+EventType = enum.IntEnum("EventType", EVENT_TYPES)  # HIGH = 1, MAX = 2, ...
 
 
-#: SRC_* of bpf/memevents.bpf.c.
-SOURCES = {
-    1: "tracepoint sched:sched_process_exec",
-    2: "tracepoint sched:sched_process_exit",
-    3: "tracepoint memcg:count_memcg_events",
-    4: "kprobe try_charge_memcg",
-    5: "kprobe mem_cgroup_handle_over_high",
-    6: "tracepoint vmscan:mm_vmscan_memcg_reclaim_end",
-    7: "tracepoint vmscan:mm_vmscan_memcg_reclaim_begin",
-    8: "tracepoint oom:mark_victim",
-    9: "kprobe mem_cgroup_out_of_memory",
+class Source(enum.IntEnum):
+    """Where an event came from: the one definition; the C gets -DSRC_<NAME>=<value>."""
+
+    TP_EXEC = 1
+    TP_EXIT = 2
+    TP_MEMCG_EVENTS = 3
+    KP_TRY_CHARGE = 4
+    KP_OVER_HIGH = 5
+    TP_RECLAIM = 6
+    TP_RECLAIM_BEGIN = 7
+    TP_MARK_VICTIM = 8
+    KP_MEMCG_OOM = 9  # aggregated, unlike the other OOM source
+
+
+#: What each source is, as `agentshim doctor` and the events show it.
+SOURCE_TEXT = {
+    Source.TP_EXEC: "tracepoint sched:sched_process_exec",
+    Source.TP_EXIT: "tracepoint sched:sched_process_exit",
+    Source.TP_MEMCG_EVENTS: "tracepoint memcg:count_memcg_events",
+    Source.KP_TRY_CHARGE: "kprobe try_charge_memcg",
+    Source.KP_OVER_HIGH: "kprobe mem_cgroup_handle_over_high",
+    Source.TP_RECLAIM: "tracepoint vmscan:mm_vmscan_memcg_reclaim_end",
+    Source.TP_RECLAIM_BEGIN: "tracepoint vmscan:mm_vmscan_memcg_reclaim_begin",
+    Source.TP_MARK_VICTIM: "tracepoint oom:mark_victim",
+    Source.KP_MEMCG_OOM: "kprobe mem_cgroup_out_of_memory",
 }
 TAIL = "aggregate tail"
-SRC_KP_MEMCG_OOM = 9  # aggregated, unlike the other OOM source
 
 
-class _CEvent(ct.Structure):
-    """struct memevent."""
-
-    _fields_ = [
-        ("type", ct.c_uint32),
-        ("pid", ct.c_uint32),
-        ("cgroup_id", ct.c_uint64),
-        ("ts_ns", ct.c_uint64),
-        ("value", ct.c_uint64),
-        ("duration_ns", ct.c_uint64),
-        ("count", ct.c_uint32),
-        ("source", ct.c_uint16),
-        ("slot", ct.c_uint16),
-        ("comm", ct.c_char * COMM_LEN),
-        ("filename", ct.c_char * FILENAME_LEN),
-    ]
+def constant_cflags() -> list[str]:
+    """The -D flags that give the C its EV_* and SRC_* constants (it refuses to build
+    without them)."""
+    return ([f"-DEV_{t.name}={t.value}" for t in EventType]
+            + [f"-DSRC_{s.name}={s.value}" for s in Source])
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ class MemEvents:
         self._gen = 1
         self._last_sweep = 0
         page = resource.getpagesize()
-        cflags = plan.cflags() + [
+        cflags = plan.cflags() + constant_cflags() + [
             f"-DMAX_SLOTS={max_slots}", f"-DRATE_NS={self.rate_ns}ULL",
             f"-DPAGE_BYTES={page}", f"-DRINGBUF_PAGES={ringbuf_pages}",
         ] + (["-DUSE_RINGBUF"] if self.ringbuf else [])
@@ -281,17 +280,23 @@ class MemEvents:
                                    page_cnt=64, lost_cb=lost)
 
     def _on_event(self, data: Any) -> None:
-        c = ct.cast(data, ct.POINTER(_CEvent)).contents
+        # bcc decodes struct memevent from the C's own definition; the table is looked up
+        # each time (a reference kept on self would outlive cleanup() in bcc's __del__)
+        c = self._bpf[b"events"].event(data)
         etype = EventType(c.type)
         if etype.name not in self.types:
             return
-        if etype.name in AGGREGATED or c.source == SRC_KP_MEMCG_OOM:
+        if etype.name in AGGREGATED or c.source == Source.KP_MEMCG_OOM:
             self._active.add((c.cgroup_id, c.type))
+        try:
+            source = SOURCE_TEXT[Source(c.source)]
+        except ValueError:
+            source = str(c.source)
         self._pending.append(MemEvent(
             type=etype, cgroup_id=c.cgroup_id, pid=c.pid,
-            comm=c.comm.decode(errors="replace"), value=c.value, ts_ns=c.ts_ns,
-            filename=c.filename.decode(errors="replace"), duration_ns=c.duration_ns,
-            count=c.count, source=SOURCES.get(c.source, str(c.source)), slot=c.slot))
+            comm=bytes(c.comm).decode(errors="replace"), value=c.value, ts_ns=c.ts_ns,
+            filename=bytes(c.filename).decode(errors="replace"), duration_ns=c.duration_ns,
+            count=c.count, source=source, slot=c.slot))
 
     # --- description ----------------------------------------------------------------------
     def plan_description(self) -> str:
