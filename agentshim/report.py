@@ -19,6 +19,7 @@ import numpy as np
 
 from agentshim.trace.dataset import classify_command
 from agentshim.trace.model import ToolCall, Trace
+from agentshim.units import MB
 
 __all__ = [
     "BASELINE_PERCENTILE",
@@ -48,7 +49,6 @@ __all__ = [
     "tool_time_share",
 ]
 
-MB: Final = 1_000_000
 DEFAULT_BURST_MB: Final = 300.0
 #: The framework baseline is this percentile of the samples outside tool calls.
 BASELINE_PERCENTILE: Final = 10.0

@@ -16,6 +16,12 @@ import re
 from fractions import Fraction
 from typing import Final
 
+#: Byte multiples, named once: MIB (2**20) is what sizes in policies, budgets and cgroup
+#: limits mean by "M"; MB (10**6) is the decimal megabyte of the shared traces' reports,
+#: podman's output and the study.
+MIB: Final[int] = 1 << 20
+MB: Final[int] = 1_000_000
+
 #: What ``parse_size("max")`` returns: larger than any real size, formatted back as ``max``.
 UNLIMITED: Final[int] = 2**63 - 1
 

@@ -5,7 +5,8 @@
 
 `alloc` allocates and touches memory (every page is written, so it is charged to the cgroup,
 with content that compresses ~2.6x like real memory, never same-filled: agentshim.replay.pages)
-in steps, holds it, then exits 0; it prints "allocated N MB" after each step when --verbose.
+in steps, holds it, then exits 0; it prints "allocated N MiB" after each step when --verbose.
+--mb and --step-mb count MiB (2**20 bytes).
 `count` increments a counter in FILE forever, so a test can see whether a process makes
 progress (frozen or not). With --wait-stdin both wait for one byte on stdin before starting,
 so a test can move the process into a cgroup first.
@@ -19,21 +20,20 @@ import sys
 import time
 
 from agentshim.replay.pages import content
-
-MB = 1 << 20
+from agentshim.units import MIB
 
 
 def allocate(total_mb: int, step_mb: int = 16, step_ms: float = 0.0, hold_s: float = 0.0,
              verbose: bool = False) -> list[bytes]:
-    """Allocate total_mb MB in step_mb chunks, each fully written; hold, then return them."""
+    """Allocate total_mb MiB in step_mb chunks, each fully written; hold, then return them."""
     chunks: list[bytes] = []
     done = 0
     while done < total_mb:
         n = min(step_mb, total_mb - done)
-        chunks.append(content(n * MB))
+        chunks.append(content(n * MIB))
         done += n
         if verbose:
-            print(f"allocated {done} MB", flush=True)
+            print(f"allocated {done} MiB", flush=True)
         if step_ms:
             time.sleep(step_ms / 1000)
     if hold_s:

@@ -35,7 +35,8 @@ from _common import arg_parser, parse_args, scratch_cgroup, summary, write_json
 
 from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget, detect_layout
 from agentshim.protocol import request
-from tests.daemon_support import MB, end_call, start_daemon
+from agentshim.units import MIB
+from tests.daemon_support import end_call, start_daemon
 
 TOTAL_MB, BURST_MB, STEP_MB = 640, 600, 2
 POLICY = (f"memory: {{total: {TOTAL_MB}M, framework_protect: 32M, tool_default: 600M}}\n"
@@ -124,8 +125,8 @@ def container(prefix: str) -> Iterator[ContainerTree]:
     at the end."""
     with scratch_cgroup(prefix) as cg:
         tree = ContainerTree(cg)
-        tree.build(TreeBudget(total=TOTAL_MB * MB, framework_low=32 * MB,
-                              tools_high=(TOTAL_MB - 32) * MB))
+        tree.build(TreeBudget(total=TOTAL_MB * MIB, framework_low=32 * MIB,
+                              tools_high=(TOTAL_MB - 32) * MIB))
         try:
             yield tree
         finally:
@@ -149,7 +150,7 @@ def agentshim_trials(n: int, tmp: Path) -> tuple[list[float], dict]:
                 p, rep = spawn(tree.framework, sock)
                 seq = rep["call"]
                 time.sleep(0.05)
-                watch = CrossingWatch(parent, int(0.9 * TOTAL_MB * MB))
+                watch = CrossingWatch(parent, int(0.9 * TOTAL_MB * MIB))
                 p.stdin.write("x")
                 p.stdin.flush()
                 read_steps(p, time.monotonic() + 5)
@@ -174,13 +175,13 @@ def agentshim_trials(n: int, tmp: Path) -> tuple[list[float], dict]:
 
 def poller_trials(n: int, interval_s: float = 1.0) -> tuple[list[float], dict]:
     """Reaction times (ms) of a user-space reactor polling usage every interval_s."""
-    mark = int(0.9 * TOTAL_MB * MB)
+    mark = int(0.9 * TOTAL_MB * MIB)
     out: list[float] = []
     missed = 0
     with container("poll") as tree:
         parent = tree.root
         for i in range(n):
-            call = tree.create_call(i + 1, MemoryLimits(high=600 * MB))
+            call = tree.create_call(i + 1, MemoryLimits(high=600 * MIB))
             p, _ = spawn(call, "-")
             froze: list[float] = []
             stop = threading.Event()

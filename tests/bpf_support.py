@@ -13,7 +13,7 @@ from agentshim.cgroups import Cgroup, ContainerTree, TreeBudget
 if TYPE_CHECKING:
     from tests.conftest import Exec
 
-MB = 1 << 20
+from agentshim.units import MIB
 
 
 def collect(mev: MemEvents, done: Callable[[], bool], timeout_s: float = 30.0,
@@ -53,7 +53,7 @@ def container(scratch: Cgroup, name: str = "ctr") -> ContainerTree:
     root = scratch.child(name)
     root.create()
     tree = ContainerTree(root)
-    tree.build(TreeBudget(total=1024 * MB))
+    tree.build(TreeBudget(total=1024 * MIB))
     return tree
 
 

@@ -17,8 +17,6 @@ from typing import Any
 from agentshim.cgroups import Cgroup, ContainerTree, TreeBudget
 from agentshim.protocol import DaemonUnavailable, request
 
-MB = 1 << 20
-
 CALLER = r"""
 import json, os, socket, sys, time
 sock, intent, cmd, mb, step_mb, step_ms, wait = sys.argv[1:8]

@@ -34,7 +34,6 @@ PY_IMAGE = "localhost/agentshim-test-py:latest"
 BUILD_IMAGE = REPO / "tests" / "images" / "build-test-image.sh"
 AGENTSHIM = Path(sys.executable).parent / "agentshim"
 SHIM = Path(sys.executable).parent / "agentshim-runtime"
-MB = 1 << 20
 #: podman's (and so conmon's) working directory: on cgroup v1 conmon writes a file named "oom"
 #: into it whenever anything below a container waits at a memory limit
 PODMAN_CWD = Path(tempfile.gettempdir())

@@ -13,9 +13,8 @@ import click
 
 from agentshim.trace.recorder import Recorder, RecorderError, Status
 from agentshim.trace.target import TargetError, find_target
-from agentshim.units import parse_duration
+from agentshim.units import MB, parse_duration
 
-MB = 1_000_000  # decimal MB, as the report and podman print memory
 MIN_INTERVAL_S = 0.01
 MAX_INTERVAL_S = 60.0
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from agentshim.trace.format import write_trace
 from agentshim.trace.model import Sample, ToolCall, Trace
+from agentshim.units import MB
 
-MB = 1_000_000
 DT = 0.2  # sampling interval (s): 5 Hz, so a 1-2 s burst has a shape
 EPOCH = 1_790_000_000.0
 THINK_S = 2.5  # mean think time between calls (s)

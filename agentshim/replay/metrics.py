@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MIB = 1 << 20
+from agentshim.units import MIB
+
 #: Exit status of a tool call killed with SIGKILL (the OOM killer, agentshim, a reactor).
 KILLED = 128 + 9
 #: The per-policy keys of the JSON document (the issue's list), in table order.

@@ -23,12 +23,11 @@ import yaml
 from agentshim.cgroups import Cgroup, CgroupError
 from agentshim.replay.hostcg import HostCgroup
 from agentshim.replay.schedule import Schedule
-from agentshim.units import parse_size
+from agentshim.units import MIB, parse_size
 
 POLICIES = ("none", "static", "static-fixed", "reactive", "agentshim")
 #: The static-fixed policy's memory.max per container: the operators' usual setting.
 STATIC_FIXED_DEFAULT = "2G"
-MIB = 1 << 20
 #: Memory of the replay's own processes per tenant (two Python interpreters, bash, their page
 #: cache), added to a trace's peak wherever a size is derived from it.
 TENANT_OVERHEAD = 40 * MIB

@@ -36,9 +36,9 @@ from typing import Any
 
 from agentshim.replay.alloc import Holder, follow
 from agentshim.replay.schedule import BASH, Call, Schedule
+from agentshim.units import MIB
 
 TICK = 0.1
-MIB = 1 << 20
 #: Exit status of a killed call (SIGKILL), the one that makes the agent re-run it.
 KILLED = 128 + 9
 

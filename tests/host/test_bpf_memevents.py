@@ -29,7 +29,8 @@ from agentshim.bpf import (
 )
 from agentshim.bpf import loader as loader_mod
 from agentshim.cgroups import MemoryLimits
-from tests.bpf_support import MB, collect, container, events_until_exit, need_bcc, of, watching
+from agentshim.units import MIB
+from tests.bpf_support import collect, container, events_until_exit, need_bcc, of, watching
 
 need_bcc(module=True)
 
@@ -136,7 +137,7 @@ def test_plan_without_kprobes_and_with_renamed_over_high(tmp_path):
 def test_nested_call_over_its_limit_reports_max_reclaim_oom_exec_exit(hybrid, scratch, mev,
                                                                      execs):
     tree = container(scratch)
-    call = tree.create_call(1, MemoryLimits(max=64 * MB))
+    call = tree.create_call(1, MemoryLimits(max=64 * MIB))
     nested = call.child("sub")  # e.g. a process that made its own cgroup below the call
     nested.create()
     hog = execs("alloc", "--mb", "300", "--step-mb", "8")
@@ -160,7 +161,7 @@ def test_nested_call_over_its_limit_reports_max_reclaim_oom_exec_exit(hybrid, sc
         "every reclaim begun at the limit should end"
     oom = of(events, EventType.OOM, nid)
     assert len(oom) == 1 and oom[0].pid == hog.pid
-    assert oom[0].comm.startswith("python") and oom[0].value > 32 * MB  # victim's rss
+    assert oom[0].comm.startswith("python") and oom[0].value > 32 * MIB  # victim's rss
     exe = of(events, EventType.EXEC, nid)
     assert [e.pid for e in exe] == [hog.pid]
     assert exe[0].filename == sys.executable[:127] and exe[0].comm.startswith("python")
@@ -175,7 +176,7 @@ def test_nested_call_over_its_limit_reports_max_reclaim_oom_exec_exit(hybrid, sc
 
 def test_v1_high_budget_reports_max_and_reclaim_but_no_oom(hybrid, scratch, mev, execs):
     tree = container(scratch)
-    call = tree.create_call(2, MemoryLimits(high=64 * MB))
+    call = tree.create_call(2, MemoryLimits(high=64 * MIB))
     hog = execs("alloc", "--mb", "200", "--step-mb", "8")
     call.move(hog.pid)
     with watching(mev, tree.root):
@@ -194,7 +195,7 @@ def test_v1_high_budget_reports_max_and_reclaim_but_no_oom(hybrid, scratch, mev,
 def test_unwatched_sibling_produces_no_events(hybrid, scratch, mev, execs):
     watched = container(scratch, "watched")
     other = container(scratch, "other")
-    call = other.create_call(1, MemoryLimits(max=64 * MB))
+    call = other.create_call(1, MemoryLimits(max=64 * MIB))
     hog = execs("alloc", "--mb", "300", "--step-mb", "8")
     events = events_until_exit(mev, watched.root, call, hog)
     assert hog.proc.returncode == -9  # the sibling really hit its limit and was killed
@@ -240,7 +241,7 @@ def test_charge_is_aggregated_per_cgroup_and_period(hybrid, scratch, execs):
     charges = of(events, EventType.CHARGE, call.id)
     pages = sum(e.count for e in charges)
     total = sum(e.value for e in charges)
-    assert total >= 200 * MB, f"charged {total / MB:.0f} MB, expected >= 200"
+    assert total >= 200 * MIB, f"charged {total / MIB:.0f} MiB, expected >= 200"
     assert len(charges) <= elapsed / 0.05 + 3, f"{len(charges)} events in {elapsed:.2f} s"
     assert pages > 10 * len(charges), "events should fold many charges each"
     assert charges[0].count == 1  # the first charge goes out at once

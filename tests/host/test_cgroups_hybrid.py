@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from agentshim.cgroups import Cgroup, CgroupError, ContainerTree, MemoryLimits, TreeBudget
+from agentshim.units import MIB
 from tests.conftest import agent_tree, progress, wait_counting
-
-MB = 1 << 20
 
 
 def in_cgroup(pid: int, cg: Cgroup) -> bool:
@@ -23,23 +22,23 @@ def test_tree_build_moves_container_processes_into_framework(hybrid, scratch, wo
     agent = workload("count", "/dev/null")
     scratch.move(agent.pid)
     tree = ContainerTree(scratch)
-    moved = tree.build(TreeBudget(total=512 * MB, framework_low=64 * MB, tools_high=256 * MB))
+    moved = tree.build(TreeBudget(total=512 * MIB, framework_low=64 * MIB, tools_high=256 * MIB))
     assert moved == [agent.pid]
     assert in_cgroup(agent.pid, tree.framework)
     assert scratch.procs() == []
-    assert scratch.memory_limits().max == 512 * MB
-    assert tree.tools.memory_limits().high == 256 * MB
-    assert tree.framework.memory_limits().low == 64 * MB
+    assert scratch.memory_limits().max == 512 * MIB
+    assert tree.tools.memory_limits().high == 256 * MIB
+    assert tree.framework.memory_limits().low == 64 * MIB
     # the v1 limit files hold exactly what docs/cgroups.md says
-    assert tree.tools.read("memory", "memory.limit_in_bytes").strip() == str(256 * MB)
+    assert tree.tools.read("memory", "memory.limit_in_bytes").strip() == str(256 * MIB)
     assert "oom_kill_disable 1" in tree.tools.read("memory", "memory.oom_control")
-    assert tree.framework.read("memory", "memory.soft_limit_in_bytes").strip() == str(64 * MB)
+    assert tree.framework.read("memory", "memory.soft_limit_in_bytes").strip() == str(64 * MIB)
 
 
 def test_call_over_its_limit_fails_charges_and_is_oom_killed_alone(hybrid, scratch, workload):
-    tree, agent = agent_tree(scratch, workload, TreeBudget(total=1024 * MB))
+    tree, agent = agent_tree(scratch, workload, TreeBudget(total=1024 * MIB))
     hog = workload("alloc", "--mb", "300", "--step-mb", "8")
-    call = tree.create_call(1, MemoryLimits(max=64 * MB), pid=hog.pid)
+    call = tree.create_call(1, MemoryLimits(max=64 * MIB), pid=hog.pid)
     assert in_cgroup(hog.pid, call)
     hog.go()
     rc = hog.wait(timeout=60)
@@ -49,7 +48,7 @@ def test_call_over_its_limit_fails_charges_and_is_oom_killed_alone(hybrid, scrat
     assert ev.oom_kill >= 1
     assert agent.alive(), "the framework process was hurt by its sibling call's OOM"
     assert tree.framework.memory_events().oom_kill == 0
-    assert call.memory_peak() <= 64 * MB
+    assert call.memory_peak() <= 64 * MIB
     tree.remove_call(1)
     assert not any(d.exists() for d in call.dirs.values())
 
@@ -58,7 +57,7 @@ def test_high_budget_on_v1_makes_the_call_wait_instead_of_dying(hybrid, scratch,
     tree = ContainerTree(scratch)
     tree.build(TreeBudget())
     hog = workload("alloc", "--mb", "200", "--step-mb", "8")
-    call = tree.create_call(2, MemoryLimits(high=64 * MB), pid=hog.pid)
+    call = tree.create_call(2, MemoryLimits(high=64 * MIB), pid=hog.pid)
     hog.go()
     deadline = time.monotonic() + 20
     while not call.memory_events().under_oom and time.monotonic() < deadline:
@@ -70,7 +69,7 @@ def test_high_budget_on_v1_makes_the_call_wait_instead_of_dying(hybrid, scratch,
     assert hog.alive(), "a throttled call must wait, not be killed"
     call.set_memory(MemoryLimits(high=None))  # agentshimd raising the budget
     assert hog.wait(timeout=30) == 0
-    assert call.memory_peak() > 150 * MB
+    assert call.memory_peak() > 150 * MIB
 
 
 @pytest.mark.parametrize("freezer", ["v1", "v2"])
@@ -108,9 +107,9 @@ def test_kill_ends_only_the_calls_processes(hybrid, scratch, workload):
 
 
 def test_destroy_leaves_nothing_and_gives_processes_back(hybrid, scratch, workload):
-    tree, agent = agent_tree(scratch, workload, TreeBudget(total=256 * MB))
+    tree, agent = agent_tree(scratch, workload, TreeBudget(total=256 * MIB))
     straggler = workload("count", "/dev/null")
-    call = tree.create_call(5, MemoryLimits(high=64 * MB), pid=straggler.pid)
+    call = tree.create_call(5, MemoryLimits(high=64 * MIB), pid=straggler.pid)
     tree.destroy()
     tree.destroy()  # idempotent, as podman may run poststop twice
     assert straggler.wait(timeout=10) == -9, "a running call is killed at teardown"

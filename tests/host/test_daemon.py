@@ -11,8 +11,9 @@ from pathlib import Path
 
 from agentshim.cgroups import Cgroup
 from agentshim.protocol import request
+from agentshim.units import MIB
 from tests import daemon_support as support
-from tests.daemon_support import MB, end_call, start_call
+from tests.daemon_support import end_call, start_call
 
 
 def register(daemon, scratch, cid="c1",
@@ -31,7 +32,7 @@ def test_start_moves_the_asker_into_its_call_and_end_records(daemon, scratch):
     tree, sock = register(daemon, scratch)
     p, reply, where = ask(sock, tree.framework, "python -m pytest -q tests/", alloc_mb=64)
     assert reply["ok"] and reply["call"] == 1 and reply["category"] == "test"
-    assert reply["grant"] == 1536 * MB  # the policy's test category
+    assert reply["grant"] == 1536 * MIB  # the policy's test category
     call = tree.call(1)
     assert "/tools/call-1" in where
     assert call.memory_limits().high == reply["grant"]
@@ -43,7 +44,7 @@ def test_start_moves_the_asker_into_its_call_and_end_records(daemon, scratch):
     assert end["ok"] and end["notice"] == ""
     rec = json.loads((daemon.state / "calls" / "c1.jsonl").read_text().splitlines()[-1])
     assert rec["call"] == 1 and rec["category"] == "test" and rec["end"] == "reported"
-    assert rec["peak_bytes"] >= 64 * MB and rec["exit"] == 0
+    assert rec["peak_bytes"] >= 64 * MIB and rec["exit"] == 0
     # the call's cgroup is removed once the wrapper has its answer, not before
     support.wait_for(lambda: not any(d.exists() for d in call.dirs.values()),
                      timeout_s=10, what="the call's cgroup to be removed")
@@ -81,7 +82,7 @@ def test_intent_is_honoured_within_the_budget(daemon, scratch):
     p, reply, _ = ask(sock, tree.framework, "python - <<EOF\nprint(1)\nEOF", intent="memory=8G")
     p.kill()
     p.wait()
-    assert reply["ok"] and reply["grant"] == 1536 * MB
+    assert reply["ok"] and reply["grant"] == 1536 * MIB
     assert "8G" in reply["notes"]
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from agentshim.cgroups import Cgroup, MemoryLimits
 from agentshim.protocol import request
-from tests.daemon_support import MB, end_call, register, start_call, start_daemon, wait_for
+from agentshim.units import MIB
+from tests.daemon_support import end_call, register, start_call, start_daemon, wait_for
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def daemon(tmp_path, layout):
 @pytest.fixture
 def host(scratch, request):
     """A parent cgroup with a memory limit: the "host" two containers share."""
-    scratch.set_memory(MemoryLimits(max=getattr(request, "param", 700) * MB))
+    scratch.set_memory(MemoryLimits(max=getattr(request, "param", 700) * MIB))
     if scratch.layout.mode == "v2":
         scratch.enable_controllers()
     return scratch
@@ -66,7 +67,7 @@ def test_call_over_its_budget_is_throttled_frozen_then_killed_alone(daemon, scra
     agent = sleeper(tree.framework)
     try:
         call = start_call(sock, tree.framework, "python make_big_list.py", mb=240, step_mb=8)
-        assert call.reply["grant"] == 64 * MB
+        assert call.reply["grant"] == 64 * MIB
         call.proc.wait(timeout=30)  # killed by the ladder
         assert call.proc.returncode == -9
         end = end_call(sock, tree.framework, call.seq, 137)

@@ -11,10 +11,10 @@ import uuid
 import pytest
 
 from agentshim.cgroups import MemoryLimits, detect_layout
+from agentshim.units import MIB
 from tests.conftest import make_test_cgroup, remove_when_released
 from tests.daemon_support import wait_for
 from tests.podman_support import (
-    MB,
     PODMAN_CWD,
     PY_IMAGE,
     Container,
@@ -44,7 +44,7 @@ ash = agentshim_fixture("ashim-ladder", python=True,
 def host():
     """The shared parent cgroup with an 800M limit, removed afterwards."""
     cg = make_test_cgroup(detect_layout(), f"ladder-{uuid.uuid4().hex[:8]}")
-    cg.set_memory(MemoryLimits(max=HOST_MB * MB))
+    cg.set_memory(MemoryLimits(max=HOST_MB * MIB))
     cg.enable_controllers()  # for the containers below it (v2; nothing to do on hybrid)
     yield cg
     # podman's conmon (in <parent>/conmon) lingers as a zombie until init reaps it

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget
-from tests.daemon_support import MB, Call, Daemon, register, start_call, start_daemon, wait_for
+from agentshim.units import MIB
+from tests.daemon_support import Call, Daemon, register, start_call, start_daemon, wait_for
 from tests.host.test_ladder import host  # noqa: F401 (the shared parent cgroup fixture)
 
 #: holds MB of data (random blocks interleaved with text: ~3x compressible), prints its
@@ -53,16 +54,16 @@ def hold(cg, mb: int) -> tuple[subprocess.Popen, str]:
 def test_a_frozen_call_is_offloaded_and_reads_back_intact(scratch, swap):
     tree = ContainerTree(scratch)
     tree.build(TreeBudget())
-    call = tree.create_call(1, MemoryLimits(high=1024 * MB))
+    call = tree.create_call(1, MemoryLimits(high=1024 * MIB))
     p, digest = hold(call, 256)
     try:
         assert call.freeze(wait_s=5)
         before = call.memory_usage()
-        assert before >= 256 * MB
+        assert before >= 256 * MIB
         gone = call.offload()
         after = call.memory_usage()
         assert gone >= 0.7 * before and after <= 0.3 * before, (before, gone, after)
-        assert call.memory_limits().high == 1024 * MB  # the budget is back as it was
+        assert call.memory_limits().high == 1024 * MIB  # the budget is back as it was
         assert call.thaw(wait_s=5)
         p.stdin.write("x\n")
         p.stdin.flush()
@@ -112,7 +113,7 @@ def test_the_ladder_offloads_a_call_it_froze_for_its_scope(tmp_path, host, swap)
         try:
             ev = wait_for(lambda: [e for e in daemon.events("low") if e["action"] == "offload"],
                           timeout_s=60, what="the frozen low call to be offloaded")
-            assert ev[0]["call"] == low.seq and ev[0]["bytes"] >= 100 * MB
+            assert ev[0]["call"] == low.seq and ev[0]["bytes"] >= 100 * MIB
             assert high.read_until("done", timeout_s=60)
         finally:
             high.stop()

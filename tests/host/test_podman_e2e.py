@@ -10,8 +10,8 @@ import time
 import pytest
 
 from agentshim.cgroups import Cgroup, detect_layout
+from agentshim.units import MIB
 from tests.podman_support import (
-    MB,
     PY_IMAGE,
     SHIM,
     agentshim_fixture,
@@ -78,7 +78,7 @@ def test_categories_intent_and_exit_status(container, ash):
     recs = ash.records(c.id)
     assert [r["call"] for r in recs] == [1, 2]
     big = recs[0]
-    assert big["category"] == "test" and big["grant_bytes"] == 300 * MB
+    assert big["category"] == "test" and big["grant_bytes"] == 300 * MIB
     assert big["peak_bytes"] > 80_000_000 and big["exit"] == 0
     assert recs[1]["exit"] == 7
 
@@ -95,9 +95,9 @@ def test_python_call_peak_is_recorded_within_ten_percent(ash):
         assert r.returncode == 0 and r.stdout == "300\n", r.stderr
         rec = ash.records(c.id)[-1]
         assert rec["category"] == "python" and rec["exit"] == 0
-        want = 300 * MB
+        want = 300 * MIB
         assert abs(rec["peak_bytes"] - want) <= want * 0.10, (
-            f"peak {rec['peak_bytes'] / MB:.1f} MiB is not within 10% of 300 MiB")
+            f"peak {rec['peak_bytes'] / MIB:.1f} MiB is not within 10% of 300 MiB")
 
 
 def test_podman_exec_runs_and_its_bash_calls_are_managed(container, ash):

@@ -17,10 +17,11 @@ from agentshim.replay.metrics import POLICY_KEYS
 from agentshim.replay.runner import ReplayConfig, ReplayError, run_replay
 from agentshim.trace.format import write_trace
 from agentshim.trace.model import Sample, ToolCall, Trace
+from agentshim.units import MB
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "traces"
-MB = 1_000_000
+
 T0 = 1_700_000_000.0
 DT = 0.1
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from agentshim.units import MB
 from tests.podman_support import AGENTSHIM, Agentshim, Container, agentshim_fixture, run_container
 
 MiB = 1 << 20
-MB = 1_000_000
+
 ALLOC = 250 * MiB
 # one line per ';' (podman cuts annotations at newlines); `dd if=` calls are category test
 POLICY = ("memory:;  total: 1G;  tool_default: 256M;"

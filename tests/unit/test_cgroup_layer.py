@@ -22,8 +22,7 @@ from agentshim.cgroups import (
     parse_pressure,
 )
 from agentshim.cgroups.layout import Layout
-
-MB = 1 << 20
+from agentshim.units import MIB
 
 HYBRID_MOUNTINFO = """\
 24 30 0:22 / /sys rw,nosuid - sysfs sysfs rw
@@ -172,11 +171,11 @@ def test_of_pid_reads_proc_cgroup(tmp_path):
 # --- memory budgets --------------------------------------------------------------------------
 @pytest.mark.parametrize(("limits", "limit", "oom_off", "soft"), [
     (MemoryLimits(), "-1", "0", "-1"),
-    (MemoryLimits(max=100 * MB), str(100 * MB), "0", "-1"),
-    (MemoryLimits(high=50 * MB), str(50 * MB), "1", "-1"),
-    (MemoryLimits(high=50 * MB, max=100 * MB), str(50 * MB), "1", "-1"),
-    (MemoryLimits(high=200 * MB, max=100 * MB), str(100 * MB), "0", "-1"),
-    (MemoryLimits(low=64 * MB), "-1", "0", str(64 * MB)),
+    (MemoryLimits(max=100 * MIB), str(100 * MIB), "0", "-1"),
+    (MemoryLimits(high=50 * MIB), str(50 * MIB), "1", "-1"),
+    (MemoryLimits(high=50 * MIB, max=100 * MIB), str(50 * MIB), "1", "-1"),
+    (MemoryLimits(high=200 * MIB, max=100 * MIB), str(100 * MIB), "0", "-1"),
+    (MemoryLimits(low=64 * MIB), "-1", "0", str(64 * MIB)),
 ])
 def test_v1_memory_mapping(tmp_path, monkeypatch, limits, limit, oom_off, soft):
     fs = FakeCgroupFS(monkeypatch)
@@ -193,12 +192,12 @@ def test_v2_memory_mapping_and_readback(tmp_path, monkeypatch):
     FakeCgroupFS(monkeypatch)
     cg = Cgroup.at(v2_layout(tmp_path), "c")
     cg.create()
-    cg.set_memory(MemoryLimits(high=2 * MB, max=3 * MB, low=MB))
+    cg.set_memory(MemoryLimits(high=2 * MIB, max=3 * MIB, low=MIB))
     d = cg.dirs["unified"]
-    assert (d / "memory.high").read_text() == str(2 * MB)
-    assert (d / "memory.max").read_text() == str(3 * MB)
-    assert (d / "memory.low").read_text() == str(MB)
-    assert cg.memory_limits() == MemoryLimits(high=2 * MB, max=3 * MB, low=MB)
+    assert (d / "memory.high").read_text() == str(2 * MIB)
+    assert (d / "memory.max").read_text() == str(3 * MIB)
+    assert (d / "memory.low").read_text() == str(MIB)
+    assert cg.memory_limits() == MemoryLimits(high=2 * MIB, max=3 * MIB, low=MIB)
     cg.set_memory(MemoryLimits())
     assert (d / "memory.high").read_text() == "max"
     assert cg.memory_limits() == MemoryLimits()
@@ -208,13 +207,13 @@ def test_v1_events_and_readback(tmp_path, monkeypatch):
     FakeCgroupFS(monkeypatch)
     cg = Cgroup.at(hybrid_layout(tmp_path), "c")
     cg.create()
-    cg.set_memory(MemoryLimits(high=8 * MB))
+    cg.set_memory(MemoryLimits(high=8 * MIB))
     d = cg.dirs["memory"]
     (d / "memory.failcnt").write_text("17\n")
     (d / "memory.oom_control").write_text("oom_kill_disable 1\nunder_oom 1\noom_kill 0\n")
     ev = cg.memory_events()
     assert (ev.high, ev.max, ev.oom_kill, ev.under_oom) == (17, 17, 0, True)
-    assert cg.memory_limits() == MemoryLimits(high=8 * MB)
+    assert cg.memory_limits() == MemoryLimits(high=8 * MIB)
     (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     ev = cg.memory_events()
     assert (ev.high, ev.max, ev.oom_kill) == (0, 17, 2)
@@ -271,7 +270,7 @@ def test_build_moves_then_enables_controllers(tmp_path, monkeypatch):
     root.create()
     (root.dirs["unified"] / "cgroup.procs").write_text("101 102")
     tree = ContainerTree(root)
-    budget = TreeBudget(total=4096 * MB, framework_low=256 * MB, tools_high=3 * 1024 * MB)
+    budget = TreeBudget(total=4096 * MIB, framework_low=256 * MIB, tools_high=3 * 1024 * MIB)
     moved = tree.build(budget)
     assert moved == [101, 102]
     assert tree.framework.procs() == [101, 102] and root.procs() == []
@@ -280,9 +279,9 @@ def test_build_moves_then_enables_controllers(tmp_path, monkeypatch):
     i_enable = order.index(("ctr/cgroup.subtree_control", "+memory +cpu +pids"))
     assert i_moves and max(i_moves) < i_enable, "controllers enabled before processes moved"
     assert ("ctr/tools/cgroup.subtree_control", "+memory +cpu +pids") in order
-    assert ("ctr/memory.max", str(4096 * MB)) in order
-    assert ("ctr/framework/memory.low", str(256 * MB)) in order
-    assert ("ctr/tools/memory.high", str(3 * 1024 * MB)) in order
+    assert ("ctr/memory.max", str(4096 * MIB)) in order
+    assert ("ctr/framework/memory.low", str(256 * MIB)) in order
+    assert ("ctr/tools/memory.high", str(3 * 1024 * MIB)) in order
 
 
 def test_failed_build_rolls_back_everything(tmp_path, monkeypatch):
@@ -299,7 +298,7 @@ def test_failed_build_rolls_back_everything(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Cgroup, "_write", staticmethod(failing))
     with pytest.raises(CgroupError) as ei:
-        ContainerTree(root).build(TreeBudget(tools_high=MB))
+        ContainerTree(root).build(TreeBudget(tools_high=MIB))
     assert "tools/memory.high" in str(ei.value) and "EBUSY" in str(ei.value)
     assert root.procs() == [101], "processes must go back to the container cgroup"
     assert not (root.dirs["unified"] / "framework").exists()
@@ -330,8 +329,8 @@ def test_destroy_is_idempotent_on_fixture(tmp_path, monkeypatch):
     root.create()
     tree = ContainerTree(root)
     tree.build(TreeBudget())
-    tree.create_call(1, MemoryLimits(high=MB))
-    tree.create_call(2, MemoryLimits(high=MB))
+    tree.create_call(1, MemoryLimits(high=MIB))
+    tree.create_call(2, MemoryLimits(high=MIB))
     assert [c.name for c in tree.calls()] == ["call-1", "call-2"]
     tree.destroy()
     tree.destroy()

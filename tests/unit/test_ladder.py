@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from agentshim.enforce.ladder import CallView, Ladder, ScopeView, Thresholds
-
-MB = 1 << 20
+from agentshim.units import MIB
 
 
 def call(seq: int, usage_mb: int, prio: str = "normal", grant_mb: int = 512, ctr: str = "c",
          frozen_since: float | None = None, at_budget_since: float | None = None,
          timeout: float = 30.0, **kw) -> CallView:
-    return CallView(container=ctr, seq=seq, priority=prio, usage=usage_mb * MB,
-                    grant=grant_mb * MB, freeze_timeout=timeout, frozen_since=frozen_since,
+    return CallView(container=ctr, seq=seq, priority=prio, usage=usage_mb * MIB,
+                    grant=grant_mb * MIB, freeze_timeout=timeout, frozen_since=frozen_since,
                     at_budget_since=at_budget_since, **kw)
 
 
 def scope(usage_mb: int, calls: list[CallView], limit_mb: int = 1000,
           kind: str = "container") -> ScopeView:
-    return ScopeView(f"{kind}:x", kind, usage_mb * MB, limit_mb * MB, calls)  # type: ignore[arg-type]
+    return ScopeView(f"{kind}:x", kind, usage_mb * MIB, limit_mb * MIB, calls)  # type: ignore[arg-type]
 
 
 def kinds(actions) -> list[tuple[str, int]]:

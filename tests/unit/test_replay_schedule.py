@@ -11,8 +11,8 @@ from agentshim.replay.gendemo import generate
 from agentshim.replay.schedule import BASH, INTERNAL, Call, Schedule
 from agentshim.replay.tenant import intent_of
 from agentshim.trace.model import Sample, ToolCall, Trace
+from agentshim.units import MB
 
-MB = 1_000_000
 T0 = 1_700_000_000.0
 
 

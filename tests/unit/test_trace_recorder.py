@@ -37,11 +37,11 @@ from agentshim.trace.recorder import (
     _Lateness,
 )
 from agentshim.trace.target import Target, TargetError, find_target, target_from_cgroup
+from agentshim.units import MB
 
 CID = "c0ffee" + "0" * 58
 #: the module (agentshim.cli's attribute of that name is the click command)
 CLI_MODULE = sys.modules["agentshim.cli.trace"]
-MB = 1_000_000
 
 # --------------------------------------------------------------------------- fixture trees
 

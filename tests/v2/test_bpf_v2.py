@@ -20,8 +20,9 @@ import pytest
 
 from agentshim.bpf import EVENT_TYPES, EventType, MemEvent, MemEvents, detect_hook_points
 from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, parse_flat_keyed
+from agentshim.units import MIB
 from tests import bpf_support
-from tests.bpf_support import MB, container, events_until_exit, need_bcc, of, watching
+from tests.bpf_support import container, events_until_exit, need_bcc, of, watching
 
 pytestmark = pytest.mark.v2
 need_bcc(module=True)
@@ -72,7 +73,7 @@ def test_plan_uses_kprobes_where_memcg_tracepoints_are_missing(v2, mev):
 def test_memory_max_on_a_call_reports_max_reclaim_oom_for_the_nested_cgroup(v2, scratch, mev,
                                                                             execs):
     tree = container(scratch)
-    call, sub = nested_call(tree, 1, MemoryLimits(max=64 * MB))
+    call, sub = nested_call(tree, 1, MemoryLimits(max=64 * MIB))
     hog = execs("alloc", "--mb", "300", "--step-mb", "8")
     sub.move(hog.pid)
     with watching(mev, tree.root) as slot:
@@ -88,7 +89,7 @@ def test_memory_max_on_a_call_reports_max_reclaim_oom_for_the_nested_cgroup(v2, 
         "MAX should count exactly what memory.events 'max' counts"
     assert of(events, EventType.RECLAIM, sid)
     oom = of(events, EventType.OOM, sid)
-    assert [e.pid for e in oom] == [hog.pid] and oom[0].value > 32 * MB
+    assert [e.pid for e in oom] == [hog.pid] and oom[0].value > 32 * MIB
     assert events_file(call)["oom_kill"] == 1
     exe = of(events, EventType.EXEC, sid)
     assert [e.pid for e in exe] == [hog.pid] and exe[0].filename == sys.executable[:127]
@@ -100,7 +101,7 @@ def test_memory_max_on_a_call_reports_max_reclaim_oom_for_the_nested_cgroup(v2, 
 def test_memory_high_on_a_call_reports_high_with_throttle_time_never_max(v2, scratch, mev,
                                                                         execs):
     tree = container(scratch)
-    call, sub = nested_call(tree, 2, MemoryLimits(high=48 * MB))
+    call, sub = nested_call(tree, 2, MemoryLimits(high=48 * MIB))
     hog = execs("alloc", "--mb", "160", "--step-mb", "4")
     sub.move(hog.pid)
     with watching(mev, tree.root):
@@ -141,14 +142,14 @@ def test_charge_is_aggregated(v2, scratch, mev, execs):
     hog = execs("alloc", "--mb", "100", "--step-mb", "4")
     events = events_until_exit(mev, tree.root, sub, hog, **SLOW)
     charges = of(events, EventType.CHARGE, sub.id)
-    assert sum(e.value for e in charges) >= 100 * MB
+    assert sum(e.value for e in charges) >= 100 * MIB
     assert sum(e.count for e in charges) > 5 * len(charges)
 
 
 def test_unwatched_sibling_produces_no_events(v2, scratch, mev, execs):
     watched = container(scratch, "watched")
     other = container(scratch, "other")
-    call, sub = nested_call(other, 1, MemoryLimits(max=64 * MB))
+    call, sub = nested_call(other, 1, MemoryLimits(max=64 * MIB))
     hog = execs("alloc", "--mb", "300", "--step-mb", "8")
     events = events_until_exit(mev, watched.root, sub, hog, **SLOW)
     assert hog.proc.returncode == -9
@@ -176,7 +177,7 @@ def test_oom_falls_back_to_the_memcg_oom_kprobe(v2, scratch, execs):
         pytest.skip("no kprobe on mem_cgroup_out_of_memory here")
     with MemEvents(plan, types=["OOM", "MAX"]) as m:
         tree = container(scratch)
-        call, sub = nested_call(tree, 1, MemoryLimits(max=64 * MB))
+        call, sub = nested_call(tree, 1, MemoryLimits(max=64 * MIB))
         hog = execs("alloc", "--mb", "300", "--step-mb", "8")
         events = events_until_exit(m, tree.root, sub, hog, **SLOW)
     assert hog.proc.returncode == -9

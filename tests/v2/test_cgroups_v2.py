@@ -7,21 +7,22 @@ import time
 import pytest
 
 from agentshim.cgroups import Cgroup, ContainerTree, MemoryLimits, TreeBudget
+from agentshim.units import MIB
 from tests.conftest import agent_tree, progress, wait_counting
 
 pytestmark = pytest.mark.v2
-MB = 1 << 20
 
 
 def test_tree_obeys_no_internal_process_rule(v2, scratch, workload):
     tree, agent = agent_tree(scratch, workload,
-                             TreeBudget(total=512 * MB, framework_low=64 * MB, tools_high=256 * MB))
+                             TreeBudget(total=512 * MIB, framework_low=64 * MIB,
+                                        tools_high=256 * MIB))
     assert Cgroup.of_pid(v2, agent.pid).dirs == tree.framework.dirs
     assert "memory" in scratch.read("unified", "cgroup.subtree_control").split()
     assert "memory" in tree.tools.read("unified", "cgroup.subtree_control").split()
-    assert scratch.read("memory", "memory.max").strip() == str(512 * MB)
-    assert tree.tools.read("memory", "memory.high").strip() == str(256 * MB)
-    assert tree.framework.read("memory", "memory.low").strip() == str(64 * MB)
+    assert scratch.read("memory", "memory.max").strip() == str(512 * MIB)
+    assert tree.tools.read("memory", "memory.high").strip() == str(256 * MIB)
+    assert tree.framework.read("memory", "memory.low").strip() == str(64 * MIB)
     tree.destroy()
     assert agent.alive() and Cgroup.of_pid(v2, agent.pid).dirs == scratch.dirs
     assert not tree.framework.dirs["unified"].exists()
@@ -31,7 +32,7 @@ def test_memory_high_throttles_and_is_counted(v2, scratch, workload):
     tree = ContainerTree(scratch)
     tree.build(TreeBudget())
     hog = workload("alloc", "--mb", "160", "--step-mb", "4", "--hold", "0.2")
-    call = tree.create_call(1, MemoryLimits(high=48 * MB), pid=hog.pid)
+    call = tree.create_call(1, MemoryLimits(high=48 * MIB), pid=hog.pid)
     hog.go()
     deadline = time.monotonic() + 30
     while call.memory_events().high == 0 and time.monotonic() < deadline:
@@ -41,9 +42,9 @@ def test_memory_high_throttles_and_is_counted(v2, scratch, workload):
 
 
 def test_memory_max_oom_kill_is_only_in_the_call(v2, scratch, workload):
-    tree, agent = agent_tree(scratch, workload, TreeBudget(total=1024 * MB))
+    tree, agent = agent_tree(scratch, workload, TreeBudget(total=1024 * MIB))
     hog = workload("alloc", "--mb", "300", "--step-mb", "8")
-    call = tree.create_call(2, MemoryLimits(max=64 * MB), pid=hog.pid)
+    call = tree.create_call(2, MemoryLimits(max=64 * MIB), pid=hog.pid)
     hog.go()
     assert hog.wait(timeout=60) == -9
     local = {k: int(v) for k, v in (line.split() for line in
@@ -51,7 +52,7 @@ def test_memory_max_oom_kill_is_only_in_the_call(v2, scratch, workload):
     assert local["oom_kill"] == 1 and local["max"] > 0
     assert tree.framework.memory_events().oom_kill == 0
     assert agent.alive(), "the framework died with its sibling call"
-    assert call.memory_peak() <= 64 * MB
+    assert call.memory_peak() <= 64 * MIB
 
 
 def test_cgroup_freeze_stops_progress(v2, scratch, workload, tmp_path):

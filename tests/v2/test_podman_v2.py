@@ -22,8 +22,8 @@ import pytest
 
 from agentshim.cgroups import Cgroup, detect_layout
 from agentshim.protocol import request
+from agentshim.units import MIB
 from tests.podman_support import (
-    MB,
     SHIM,
     Podman,
     build_images,
@@ -85,7 +85,7 @@ def test_calls_exec_and_teardown_on_v2_with_crun(ash):
               "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.high")
     for n, form in enumerate(forms, start=1):
         out = inside(c, *form, script).split()
-        assert out == [f"0::/tools/call-{n}", str(128 * MB)], (form, out)
+        assert out == [f"0::/tools/call-{n}", str(128 * MIB)], (form, out)
     # podman exec of a program that is not bash: crun puts it into init's cgroup, framework/
     assert inside(c, "cat", "/proc/self/cgroup") == "0::/framework\n"
     out = inside(c, "sh", "-c", "bash -c 'cat /proc/self/cgroup'; cat /proc/self/cgroup")
@@ -101,7 +101,7 @@ def test_calls_exec_and_teardown_on_v2_with_crun(ash):
     assert [x["call"] for x in recs] == [1, 2, 3, 4, 5, 6]
     assert all(x["end"] == "reported" and x["exit"] == 0 for x in recs)
     peak = recs[-1]["peak_bytes"]
-    assert abs(peak - 300 * MB) <= 30 * MB, f"peak {peak / MB:.1f} MiB for 300 MiB"
+    assert abs(peak - 300 * MIB) <= 30 * MIB, f"peak {peak / MIB:.1f} MiB for 300 MiB"
     assert call_dirs(root) == []
     slot = ash.slot_dir(c.id)
     c.rm()
