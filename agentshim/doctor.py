@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from agentshim import paths
-from agentshim.bpf.hooks import KPROBE_CANDIDATES, kprobes_supported, traceable_symbols
+from agentshim.bpf.hooks import (
+    KPROBE_CANDIDATES,
+    kernel_version,
+    kprobes_supported,
+    traceable_symbols,
+)
 from agentshim.cgroups.layout import Layout, detect_layout
 
 OK, WARN, MISSING = "ok", "warn", "missing"
@@ -428,6 +433,48 @@ def kernel_config(release: str | None = None, proc_config: Path = Path("/proc/co
         elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
             config[line[2:-len(" is not set")]] = "n"
     return config, source
+
+
+def cgroup_mount_options(mounts: Path = Path("/proc/self/mounts")) -> dict[str, list[str]]:
+    """{mount point: its options} of every cgroup and cgroup2 mount."""
+    out: dict[str, list[str]] = {}
+    for line in (_read_text(mounts) or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
+            out[parts[1]] = parts[3].split(",")
+    return out
+
+
+def check_favordynmods(mounts: Path = Path("/proc/self/mounts"),
+                       cmdline: Path = Path("/proc/cmdline"), release: str | None = None,
+                       proc_config: Path = Path("/proc/config.gz"),
+                       boot_dir: Path = Path("/boot")) -> Check:
+    """cgroup favordynmods: moving a process between cgroups (every tool call's start) then
+    skips the wait for an RCU grace period on cgroup_threadgroup_rwsem, the p99 tail of the
+    call path. On when any cgroup mount has the option (it is global), when the kernel was
+    booted with cgroup_favordynmods=true, or built with CONFIG_CGROUP_FAVOR_DYNMODS=y."""
+    opts = cgroup_mount_options(mounts)
+    with_opt = sorted(m for m, o in opts.items() if "favordynmods" in o)
+    boot = (_read_text(cmdline) or "").split()
+    config, _ = kernel_config(release, proc_config, boot_dir)
+    data = {"mounts": with_opt, "cmdline": "cgroup_favordynmods=true" in boot,
+            "config": config.get("CONFIG_CGROUP_FAVOR_DYNMODS")}
+    if with_opt:
+        return Check("favordynmods", OK, f"on ({', '.join(with_opt)} mounted with "
+                     "favordynmods): cgroup moves skip the rwsem grace period", data=data)
+    if data["cmdline"] or data["config"] == "y":
+        why = "cgroup_favordynmods=true" if data["cmdline"] else "CONFIG_CGROUP_FAVOR_DYNMODS=y"
+        return Check("favordynmods", OK, f"on ({why})", data=data)
+    if kernel_version(release or _kernel_release()) < (6, 0):
+        return Check("favordynmods", WARN, "not available before Linux 6.0: moving a tool call "
+                     "into its cgroup can wait on cgroup_threadgroup_rwsem (the call path's "
+                     "p99 tail)", "a 6.0+ kernel", data=data)
+    v2 = sorted(m for m, o in opts.items() if m.endswith("unified") or m == "/sys/fs/cgroup")
+    target = v2[0] if v2 else "/sys/fs/cgroup"
+    return Check("favordynmods", WARN, "off: moving each tool call into its cgroup can wait "
+                 "for an RCU grace period on cgroup_threadgroup_rwsem (the call path's p99 "
+                 "tail)", f"mount -o remount,favordynmods {target} (until reboot), or boot "
+                 "with cgroup_favordynmods=true", data=data)
 
 
 _CONFIG_KEYS = ("CONFIG_BPF_SYSCALL", "CONFIG_BPF_EVENTS", "CONFIG_KPROBES",
@@ -963,6 +1010,7 @@ def run_doctor(layout: Layout | None = None) -> Report:
         ("cgroupfs", lambda: check_cgroupfs_writable(layout)),
         ("psi", lambda: check_psi(layout)),
         ("swap", check_swap),
+        ("favordynmods", check_favordynmods),
         ("bcc", check_bcc),
         ("kernel-headers", check_kernel_headers),
         ("tracefs", check_tracefs),

@@ -234,7 +234,8 @@ def traceable_symbols(wanted: Iterable[str], tracefs: Path | None,
     return set(), "none"
 
 
-def _kernel_version(release: str) -> tuple[int, int]:
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string; (0, 0) if it has none."""
     m = re.match(r"(\d+)\.(\d+)", release)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
@@ -246,7 +247,7 @@ def ringbuf_supported(release: str, kallsyms: Path = KALLSYMS) -> bool:
         return True
     if text and re.search(r" array_map_alloc$", text, re.M):  # symbols readable, no ringbuf
         return False
-    return _kernel_version(release) >= (5, 8)
+    return kernel_version(release) >= (5, 8)
 
 
 # --- the plan ----------------------------------------------------------------------------------

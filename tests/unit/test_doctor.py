@@ -565,9 +565,9 @@ def test_cli_text_json_and_exit_code(hybrid_layout: Layout,
 def test_run_doctor_is_complete_and_never_raises(hybrid_layout: Layout) -> None:
     report = d.run_doctor(hybrid_layout)
     names = [c.name for c in report.checks]
-    assert names == ["cgroups", "cgroupfs", "psi", "swap", "bcc", "kernel-headers", "tracefs",
-                     "bpf-syscall", "hook-points", "bpf-plan", "memcg-bpf-ops", "podman",
-                     "podman-runtime", "podman-ulimits", "oci-hooks", "agentshimd"]
+    assert names == ["cgroups", "cgroupfs", "psi", "swap", "favordynmods", "bcc",
+                     "kernel-headers", "tracefs", "bpf-syscall", "hook-points", "bpf-plan",
+                     "memcg-bpf-ops", "podman", "podman-runtime", "podman-ulimits", "oci-hooks", "agentshimd"]
     assert all(c.status in (d.OK, d.WARN, d.MISSING) for c in report.checks)
     json.dumps(report.to_dict())
     assert os.path.isdir(hybrid_layout.v1["memory"])
@@ -585,3 +585,43 @@ def test_check_swap_reads_proc_swaps(tmp_path: Path) -> None:
     assert c.status == d.OK and "/dev/zram0 (zram, 4095 MiB, 1 MiB used)" in c.detail
     assert "/swapfile (file" in c.detail
     assert c.data["free_bytes"] == (4194300 - 1024 + 1048576) * 1024
+
+
+def _mounts(tmp_path: Path, unified_opts: str) -> Path:
+    m = tmp_path / "mounts"
+    m.write_text("tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n"
+                 "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n"
+                 f"cgroup2 /sys/fs/cgroup/unified cgroup2 {unified_opts} 0 0\n")
+    return m
+
+
+def test_favordynmods_off_says_how_to_enable(tmp_path: Path) -> None:
+    (tmp_path / "cmdline").write_text("quiet psi=1\n")
+    c = d.check_favordynmods(_mounts(tmp_path, "rw,relatime"), tmp_path / "cmdline",
+                             "6.18.1", tmp_path / "no-config.gz", tmp_path)
+    assert c.status == d.WARN and not c.required
+    assert "remount,favordynmods /sys/fs/cgroup/unified" in c.fix
+    assert "cgroup_favordynmods=true" in c.fix
+
+
+def test_favordynmods_on_by_mount_cmdline_or_config(tmp_path: Path) -> None:
+    cmd = tmp_path / "cmdline"
+    cmd.write_text("quiet\n")
+    on = d.check_favordynmods(_mounts(tmp_path, "rw,relatime,favordynmods"), cmd, "6.1.0",
+                              tmp_path / "none.gz", tmp_path)
+    assert on.status == d.OK and on.data["mounts"] == ["/sys/fs/cgroup/unified"]
+    cmd.write_text("quiet cgroup_favordynmods=true\n")
+    assert d.check_favordynmods(_mounts(tmp_path, "rw"), cmd, "6.1.0", tmp_path / "none.gz",
+                                tmp_path).status == d.OK
+    cmd.write_text("quiet\n")
+    (tmp_path / "config-6.1.0").write_text("CONFIG_CGROUP_FAVOR_DYNMODS=y\n")
+    c = d.check_favordynmods(_mounts(tmp_path, "rw"), cmd, "6.1.0", tmp_path / "none.gz",
+                             tmp_path)
+    assert c.status == d.OK and "CONFIG_CGROUP_FAVOR_DYNMODS" in c.detail
+
+
+def test_favordynmods_before_6_0_is_not_offered(tmp_path: Path) -> None:
+    (tmp_path / "cmdline").write_text("")
+    c = d.check_favordynmods(_mounts(tmp_path, "rw"), tmp_path / "cmdline", "5.15.0",
+                             tmp_path / "none.gz", tmp_path)
+    assert c.status == d.WARN and "6.0" in c.detail
