@@ -567,7 +567,8 @@ def test_run_doctor_is_complete_and_never_raises(hybrid_layout: Layout) -> None:
     names = [c.name for c in report.checks]
     assert names == ["cgroups", "cgroupfs", "psi", "swap", "favordynmods", "bcc",
                      "kernel-headers", "tracefs", "bpf-syscall", "hook-points", "bpf-plan",
-                     "memcg-bpf-ops", "podman", "podman-runtime", "podman-ulimits", "oci-hooks", "agentshimd"]
+                     "memcg-bpf-ops", "podman", "podman-runtime", "podman-ulimits", "oci-hooks",
+                     "agentshimd"]
     assert all(c.status in (d.OK, d.WARN, d.MISSING) for c in report.checks)
     json.dumps(report.to_dict())
     assert os.path.isdir(hybrid_layout.v1["memory"])
