@@ -64,14 +64,15 @@ def pct(xs: Sequence[float], q: float) -> float:
 def summary(xs: Sequence[float], *stats: str, digits: int = 3,
             mid_median: bool = False) -> dict[str, float]:
     """{"<stat>_ms": value rounded to digits} of samples in ms, in the order asked. A stat is
-    "pNN" (NN-th percentile, nearest rank), "mean", "min" or "max"; with mid_median, p50 is
-    statistics.median instead (the mean of the two middle samples when their number is even)."""
+    "pNN" (NN-th percentile, nearest rank; "p99.9" too), "mean", "min" or "max"; with
+    mid_median, p50 is statistics.median instead (the mean of the two middle samples when
+    their number is even)."""
     out: dict[str, float] = {}
     for stat in stats:
         if stat == "p50" and mid_median:
             value = statistics.median(xs)
         elif stat.startswith("p"):
-            value = pct(xs, int(stat[1:]) / 100)
+            value = pct(xs, float(stat[1:]) / 100)
         elif stat == "mean":
             value = statistics.fmean(xs)
         else:
