@@ -110,9 +110,12 @@ def run_sweep(config: ReplayConfig, ratios: Sequence[float],
     replays' results."""
     results: list[ReplayResult] = []
     points: list[dict[str, Any]] = []
-    for r in ratios:
+    for k, r in enumerate(ratios):
         progress(f"sweep: overcommit {r:g}x")
-        cfg = dataclasses.replace(config, overcommit=r, host_memory=None)
+        # a run id per point: a tenant container or host cgroup that outlived its point
+        # (removal refused under load) never blocks the next one's names
+        cfg = dataclasses.replace(config, overcommit=r, host_memory=None,
+                                  run_id=f"{config.run_id}{k}")
         res = run_replay(cfg, progress)
         results.append(res)
         points.append({"overcommit": r, "host_mb": res.config["host_mb"],
